@@ -1,0 +1,224 @@
+"""Generation with Hugging Face transformers on CPU or GPU.
+
+Sampling uses a per-request seed: generate() runs greedy decoding over logits to which a processor has
+added temperature, top-p and Gumbel noise drawn from each row's own torch.Generator. argmax over
+Gumbel-perturbed logits is an exact sample from the softmax, and because every row owns its generator a
+sample depends on (prompt, seed) only, not on which other requests share its batch.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from harness.backends.base import Backend, BackendError, ProgressFn, register_backend, safe_label
+from harness.chat import chat_template_sha, render_prompt
+from harness.prompts import PromptTemplates
+from harness.types import Completion, GenerationRequest, SamplingParams
+
+
+def resolve_model_source(model: str, adapter: str | None) -> tuple[str, str | None]:
+    """(base model, adapter): a folder holding only a peft adapter names its own base."""
+    path = Path(model)
+    if adapter is None and (path / "adapter_config.json").is_file() and not (path / "config.json").is_file():
+        base = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
+        if not base:
+            raise BackendError(
+                f"{path}/adapter_config.json names no base model; pass --model BASE --adapter DIR"
+            )
+        return base, str(path)
+    return model, adapter
+
+
+@register_backend("transformers")
+class TransformersBackend(Backend):
+    def __init__(
+        self,
+        model: str,
+        adapter: str | None = None,
+        templates: PromptTemplates | None = None,
+        batch_size: int = 16,
+        device: str | None = None,
+        dtype: str = "auto",
+        label: str | None = None,
+        **model_kwargs: Any,
+    ):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.model_id, self.adapter = resolve_model_source(model, adapter)
+        self.templates = templates or PromptTemplates()
+        self.batch_size = max(1, batch_size)
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if dtype == "auto":
+            dtype = (
+                "bfloat16" if self.device.startswith("cuda") and torch.cuda.is_bf16_supported() else "float32"
+            )
+        self.dtype = dtype
+        tok_source = (
+            self.adapter
+            if self.adapter and Path(self.adapter, "tokenizer_config.json").is_file()
+            else self.model_id
+        )
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(tok_source)
+            model_obj = AutoModelForCausalLM.from_pretrained(
+                self.model_id, dtype=getattr(torch, dtype), **model_kwargs
+            )
+        except (OSError, ValueError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise BackendError(f"cannot load model {self.model_id!r}: {first}") from None
+        if self.adapter:
+            from peft import PeftModel
+
+            model_obj = PeftModel.from_pretrained(model_obj, self.adapter)
+            model_obj = model_obj.merge_and_unload()  # plain forward passes: faster and identical outputs
+        self.model = model_obj.to(self.device).eval()
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.eos_ids = self._eos_ids()
+        base = safe_label(self.model_id)
+        self._label = label or (f"{base}+{safe_label(self.adapter)}" if self.adapter else base)
+
+    @property
+    def label(self) -> str:
+        return self._label
+
+    def _eos_ids(self) -> list[int]:
+        ids = getattr(self.model.generation_config, "eos_token_id", None)
+        if ids is None:
+            ids = self.tokenizer.eos_token_id
+        ids = [ids] if isinstance(ids, int) else list(ids or [])
+        if self.tokenizer.eos_token_id is not None and self.tokenizer.eos_token_id not in ids:
+            ids.append(self.tokenizer.eos_token_id)
+        return ids
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "backend": self.name,
+            "label": self.label,
+            "model": self.model_id,
+            "adapter": self.adapter,
+            "chat_template_sha256": chat_template_sha(self.tokenizer),
+            "device": self.device,
+            "dtype": self.dtype,
+        }
+
+    def render(self, request: GenerationRequest) -> str:
+        return render_prompt(self.tokenizer, request.messages, self.templates)
+
+    def generate(
+        self,
+        requests: Sequence[GenerationRequest],
+        sampling: SamplingParams,
+        progress: ProgressFn | None = None,
+    ) -> list[Completion]:
+        prompts = [self.render(r) for r in requests]
+        encoded = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        # Length-sorted batches waste little compute on padding.
+        order = sorted(range(len(requests)), key=lambda i: (len(encoded[i]), i))
+        results: list[Completion | None] = [None] * len(requests)
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start : start + self.batch_size]
+            t0 = time.perf_counter()
+            outs = self._generate_batch(
+                [encoded[i] for i in batch], [requests[i].seed for i in batch], sampling
+            )
+            per = (time.perf_counter() - t0) / len(batch)
+            for i, (ids, text, reason) in zip(batch, outs, strict=True):
+                results[i] = Completion(
+                    key=requests[i].key,
+                    prompt=prompts[i],
+                    text=text,
+                    finish_reason=reason,
+                    prompt_tokens=len(encoded[i]),
+                    completion_tokens=len(ids),
+                    seconds=round(per, 4),
+                )
+            if progress:
+                progress(len(batch))
+        return [r for r in results if r is not None]
+
+    def _generate_batch(
+        self, encoded: list[list[int]], seeds: list[int], sampling: SamplingParams
+    ) -> list[tuple[list[int], str, str]]:
+        import torch
+        from transformers import LogitsProcessorList
+
+        width = max(len(e) for e in encoded)
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.tensor([[pad] * (width - len(e)) + e for e in encoded], device=self.device)
+        mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded], device=self.device)
+        processors = LogitsProcessorList()
+        if not sampling.greedy:
+            processors.append(SeededSampler(seeds, sampling.temperature, sampling.top_p, self.device))
+        with torch.inference_mode():
+            out = self.model.generate(
+                input_ids=input_ids,
+                attention_mask=mask,
+                max_new_tokens=sampling.max_new_tokens,
+                do_sample=False,
+                num_beams=1,
+                logits_processor=processors,
+                eos_token_id=self.eos_ids,
+                pad_token_id=pad,
+                temperature=None,
+                top_p=None,
+                top_k=None,
+            )
+        return [self._finish(row[width:].tolist(), sampling) for row in out]
+
+    def _finish(self, ids: list[int], sampling: SamplingParams) -> tuple[list[int], str, str]:
+        """Cut at the first eos or stop string; finish reason 'length' only when the budget ran out."""
+        for pos, tok in enumerate(ids):
+            if tok in self.eos_ids:
+                ids = ids[: pos + 1]
+                return ids, self.tokenizer.decode(ids[:-1], skip_special_tokens=True), "stop"
+        pad = self.tokenizer.pad_token_id
+        while ids and ids[-1] == pad and pad not in self.eos_ids:
+            ids = ids[:-1]
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        for stop in sampling.stop:
+            cut = text.find(stop)
+            if cut >= 0:
+                return ids, text[:cut], "stop"
+        return ids, text, "length" if len(ids) >= sampling.max_new_tokens else "stop"
+
+    def close(self) -> None:
+        self.model = None  # type: ignore[assignment]
+
+
+class SeededSampler:
+    """Temperature + top-p + per-row Gumbel noise; see the module docstring."""
+
+    def __init__(self, seeds: list[int], temperature: float, top_p: float, device: str):
+        import torch
+
+        self.temperature = temperature
+        self.top_p = top_p
+        self.generators = []
+        for seed in seeds:
+            g = torch.Generator(device="cpu")
+            g.manual_seed(int(seed) % (2**63))
+            self.generators.append(g)
+        self.device = device
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        scores = scores.float() / self.temperature
+        if self.top_p < 1.0:
+            sorted_logits, sorted_idx = torch.sort(scores, descending=True, dim=-1)
+            cum = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+            remove = cum - sorted_logits.softmax(dim=-1) >= self.top_p  # keep the token that crosses top_p
+            sorted_logits = sorted_logits.masked_fill(remove, float("-inf"))
+            scores = torch.full_like(scores, float("-inf")).scatter(-1, sorted_idx, sorted_logits)
+        uniform = torch.stack(
+            [torch.rand(scores.shape[-1], generator=g, dtype=torch.float64) for g in self.generators]
+        ).to(scores.device)
+        gumbel = -torch.log(-torch.log(uniform.clamp_min(1e-300)))
+        return scores + gumbel.to(scores.dtype)

@@ -1,0 +1,193 @@
+"""Evaluation: items -> backend -> scoring -> run store -> results.json. Resumable at sample granularity."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.backends.base import Backend, make_backend, safe_label
+from harness.backends.replay import sample_key
+from harness.config import EvalConfig
+from harness.manifest import build_manifest
+from harness.progress import progress_bar
+from harness.prompts import PromptTemplates
+from harness.results import results_document, summarize_task
+from harness.store import RunFolder, write_json_atomic
+from harness.types import GenerationRequest, Item, SamplingParams
+from tasks.base import ScoringContext, Task, get_task
+from tasks.data import resolve_data_dir
+
+
+def sample_seed(run_seed: int, task: str, item_id: str, sample_index: int) -> int:
+    """A seed per (item, sample): independent of batching, order and which other items run."""
+    digest = hashlib.sha256(f"{run_seed}|{task}|{item_id}|{sample_index}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
+def default_label(model: str, adapter: str | None) -> str:
+    base = safe_label(model)
+    return f"{base}+{safe_label(adapter)}" if adapter else base
+
+
+@dataclass
+class TaskPlan:
+    task: Task
+    items: list[Item]
+    sampling: SamplingParams
+
+
+def plan_tasks(
+    task_names: Sequence[str],
+    data_dir: Path | None,
+    limit: int | None,
+    base_sampling: SamplingParams,
+    max_new_tokens: int | None,
+) -> list[TaskPlan]:
+    """Resolve every task and load its items before any model work, so bad input fails fast."""
+    plans = []
+    for name in task_names:
+        task = get_task(name)
+        items = task.load(data_dir)
+        if limit is not None:
+            items = items[:limit]
+        budget = max_new_tokens or task.default_max_new_tokens
+        sampling = SamplingParams(base_sampling.temperature, base_sampling.top_p, budget, base_sampling.stop)
+        plans.append(TaskPlan(task, items, sampling))
+    return plans
+
+
+def generate_and_score(
+    run: RunFolder,
+    backend: Backend,
+    label: str,
+    plan: TaskPlan,
+    n: int,
+    seed: int,
+    templates: PromptTemplates,
+    ctx: ScoringContext,
+    chunk: int = 64,
+) -> int:
+    """Fill samples/<label>/<task>.jsonl up to n samples per item; returns how many were new."""
+    log = run.samples(label, plan.task.name)
+    todo = [(it, s) for it in plan.items for s in range(n) if (it.id, s) not in log]
+    if not todo:
+        return 0
+    with progress_bar(f"{label} · {plan.task.name}", len(todo)) as bar:
+        for start in range(0, len(todo), chunk):
+            part = todo[start : start + chunk]
+            requests = [
+                GenerationRequest(
+                    key=sample_key(it.id, s),
+                    messages=plan.task.messages(it, templates),
+                    seed=sample_seed(seed, plan.task.name, it.id, s),
+                )
+                for it, s in part
+            ]
+            completions = backend.generate(requests, plan.sampling, progress=bar)
+            scored = plan.task.score([it for it, _ in part], completions, ctx)
+            log.append(
+                sample_record(it, s, req.seed, comp, sc.verdict, sc.scores)
+                for (it, s), req, comp, sc in zip(part, requests, completions, scored, strict=True)
+            )
+    return len(todo)
+
+
+def sample_record(item: Item, sample_index: int, seed: int, comp: Any, verdict: Any, scores: dict) -> dict:
+    return {
+        "item_id": item.id,
+        "sample_index": sample_index,
+        "seed": seed,
+        "gold": item.gold,
+        "prompt": comp.prompt,
+        "completion": comp.text,
+        "finish_reason": comp.finish_reason,
+        "prompt_tokens": comp.prompt_tokens,
+        "completion_tokens": comp.completion_tokens,
+        "gen_seconds": comp.seconds,
+        "extracted": verdict.extracted,
+        "outcome": verdict.outcome,
+        "grader_detail": verdict.detail,
+        "grade_seconds": round(verdict.seconds, 4),
+        "scores": scores,
+    }
+
+
+def summarize_model(
+    run: RunFolder, label: str, plans: Sequence[TaskPlan], n: int, n_boot: int
+) -> dict[str, Any]:
+    out = {}
+    for plan in plans:
+        log = run.samples(label, plan.task.name)
+        out[plan.task.name] = summarize_task(
+            log.records(), [it.id for it in plan.items], n, plan.task.kind, plan.task.primary_metric, n_boot
+        )
+    return out
+
+
+@dataclass
+class EvalOutcome:
+    run: RunFolder
+    label: str
+    results: dict[str, Any]
+    new_samples: int
+
+
+def evaluate(config: EvalConfig, backend: Backend | None = None) -> EvalOutcome:
+    config.validate()
+    templates = PromptTemplates().with_overrides(config.prompts)
+    data_dir = resolve_data_dir(config.data_dir)
+    base_sampling = SamplingParams(
+        config.temperature, config.top_p, config.max_new_tokens or 0, tuple(config.stop)
+    )
+    plans = plan_tasks(config.tasks, data_dir, config.limit, base_sampling, config.max_new_tokens)
+    return evaluate_plans(config, plans, backend, templates, data_dir)
+
+
+def evaluate_plans(
+    config: EvalConfig,
+    plans: Sequence[TaskPlan],
+    backend: Backend | None,
+    templates: PromptTemplates,
+    data_dir: Path | None,
+    name: str | None = None,
+) -> EvalOutcome:
+    label = config.label or (backend.label if backend else default_label(config.model, config.adapter))
+    run = RunFolder.for_config(Path(config.out), name or f"eval-{label}", config.generation_identity())
+    run.write_config(config.to_dict())
+    owns_backend = backend is None
+    if backend is None:
+        backend = make_backend(
+            config.backend,
+            model=config.model,
+            adapter=config.adapter,
+            templates=templates,
+            batch_size=config.batch_size,
+            label=label,
+        )
+    new = 0
+    try:
+        run.write_manifest(
+            build_manifest(
+                seed=config.seed,
+                model=backend.describe(),
+                data={p.task.name: p.task.source(data_dir) for p in plans},
+            )
+        )
+        with ScoringContext(config.grader_timeout, config.grader_workers, config.answer_fallbacks) as ctx:
+            for plan in plans:
+                new += generate_and_score(run, backend, label, plan, config.n, config.seed, templates, ctx)
+    finally:
+        if owns_backend:
+            backend.close()
+    models = {label: summarize_model(run, label, plans, config.n, config.bootstrap)}
+    doc = results_document(portable_config(config.to_dict()), models)
+    write_json_atomic(run.results_path, doc)
+    return EvalOutcome(run, label, doc, new)
+
+
+def portable_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The config as results.json records it: where files live (out, data_dir) is not part of a result."""
+    return {k: v for k, v in config.items() if k not in ("out", "data_dir")}

@@ -1,0 +1,266 @@
+"""Sampling metrics (avg@n, pass@k, maj@k) with bootstrap CIs over items.
+
+Metrics are scored per item, then averaged, so the same per-item vectors feed the CIs and paired method
+comparisons. Items are visited in sorted id order so a seed reproduces the numbers whatever the dict order.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+# Upper bound on the int64 index matrix drawn per chunk (~32 MiB), so large item counts don't blow up memory.
+_MAX_DRAWS_PER_CHUNK = 4_000_000
+
+Sample = tuple[bool, str | None]
+
+
+def _as_int(value: Any, name: str) -> int:
+    # Only true integers (incl. numpy ints) are accepted: a float like 2.5 or a bool is a caller bug that
+    # int() would silently paper over. Everything is a ValueError so callers catch one type for bad input.
+    if not hasattr(type(value), "__index__") or isinstance(value, bool):
+        raise ValueError(f"{name} must be an int, got {value!r}")
+    return operator.index(value)
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k estimator (Chen et al. 2021): 1 - C(n-c, k) / C(n, k).
+
+    Computed as 1 - prod_{i=n-c+1}^{n} (1 - k/i), which avoids the huge binomials of the closed form.
+    """
+    n, c, k = _as_int(n, "n"), _as_int(c, "c"), _as_int(k, "k")
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    if not 0 <= c <= n:
+        raise ValueError(f"c must be in [0, n={n}], got {c}")
+    if not 1 <= k <= n:
+        raise ValueError(f"k must be in [1, n={n}], got {k}")
+    if n - c < k:
+        # Fewer wrong samples than k: every k-subset contains a correct one.
+        return 1.0
+    prod = 1.0
+    for i in range(n - c + 1, n + 1):
+        prod *= 1.0 - k / i
+    return 1.0 - prod
+
+
+def _normalize(answer: str | None) -> str | None:
+    # Graders should already pass canonical answers; we only collapse whitespace so "1 / 2" vs "1  / 2"
+    # can't split a vote. Blank answers count as no answer.
+    return (" ".join(answer.split()) or None) if answer is not None else None
+
+
+def maj_at_k(answers: Sequence[str | None], correct: Sequence[bool], k: int) -> float:
+    """Majority vote over the FIRST k samples of one item; returns 1.0 if the winning answer is correct.
+
+    Deliberately not an expectation over all k-subsets of the n samples: that needs C(n, k) votes (or a
+    random estimate), while the first-k prefix is exact, cheap and matches what a deployment with k samples
+    would do. For k = n the two coincide. None / blank answers don't vote; ties go to the answer that
+    appears first among the k samples; if nobody voted the item scores 0. The winning answer's correctness
+    is that of its first sample (samples with the same normalized answer should grade the same).
+    """
+    k = _as_int(k, "k")
+    if len(answers) != len(correct):
+        raise ValueError(f"answers ({len(answers)}) and correct ({len(correct)}) differ in length")
+    if not 1 <= k <= len(answers):
+        raise ValueError(f"k must be in [1, {len(answers)}], got {k}")
+    counts: dict[str, int] = {}
+    first_correct: dict[str, bool] = {}  # dicts keep insertion order = first occurrence, used for ties
+    for answer, ok in zip(answers[:k], correct[:k], strict=True):
+        if (key := _normalize(answer)) is not None:
+            counts[key] = counts.get(key, 0) + 1
+            first_correct.setdefault(key, bool(ok))
+    if not counts:
+        return 0.0
+    # max() returns the first maximal key in iteration order, i.e. the earliest-seen answer on a tie.
+    winner = max(counts, key=counts.__getitem__)
+    return 1.0 if first_correct[winner] else 0.0
+
+
+def avg_at_n(correct_per_item: Sequence[Sequence[bool]]) -> float:
+    """Mean over items of each item's mean correctness over its n samples ("pass@1 over n samples")."""
+    if any(len(flags) == 0 for flags in correct_per_item):
+        raise ValueError("every item needs at least one sample")
+    # Empty input averages to 0.0 (not NaN) like every other empty case here, so reports stay JSON-safe.
+    if len(correct_per_item) == 0:
+        return 0.0
+    return float(np.mean([sum(map(bool, f)) / len(f) for f in correct_per_item]))
+
+
+def _bootstrap_means(values: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
+    """Means of n_boot resamples (with replacement) of `values`, drawn in chunks to bound memory."""
+    m = values.shape[0]
+    rng = np.random.default_rng(seed)
+    out = np.empty(n_boot, dtype=np.float64)
+    rows = max(1, _MAX_DRAWS_PER_CHUNK // m)
+    for start in range(0, n_boot, rows):
+        stop = min(n_boot, start + rows)
+        idx = rng.integers(0, m, size=(stop - start, m))
+        out[start:stop] = values[idx].mean(axis=1)
+    return out
+
+
+def _check_boot_args(n_boot: int, alpha: float) -> None:
+    if _as_int(n_boot, "n_boot") < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+
+
+def bootstrap_ci(
+    per_item: Sequence[float], n_boot: int = 2000, alpha: float = 0.05, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap (1 - alpha) CI of the mean over items; deterministic for a given seed.
+
+    With one item there is nothing to resample, so the CI collapses to (value, value); with none we
+    report (0.0, 0.0), matching the 0.0 mean used for empty inputs elsewhere (keeps reports JSON-safe).
+    """
+    _check_boot_args(n_boot, alpha)
+    values = np.asarray(per_item, dtype=np.float64)
+    if values.size == 0:
+        return (0.0, 0.0)
+    if values.size == 1:
+        return (float(values[0]), float(values[0]))
+    means = _bootstrap_means(values, n_boot, seed)
+    low, high = np.quantile(means, [alpha / 2, 1 - alpha / 2])
+    return (float(low), float(high))
+
+
+@dataclass
+class PairedDiff:
+    """Difference b - a of two methods' means on the same items, with bootstrap CI and p-value."""
+
+    mean_a: float
+    mean_b: float
+    diff: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+    num_items: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def paired_bootstrap(
+    a: Sequence[float], b: Sequence[float], n_boot: int = 2000, alpha: float = 0.05, seed: int = 0
+) -> PairedDiff:
+    """Paired bootstrap over items: a[i] and b[i] must score the same item.
+
+    Resampling the per-item differences keeps the pairing (item difficulty cancels out). The two-sided
+    p-value is 2 x the fraction of resamples whose mean difference is 0 or has the opposite sign of the
+    observed one, capped at 1; counting ties as flips is conservative for coarse 0/1 scores.
+    """
+    _check_boot_args(n_boot, alpha)
+    va, vb = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if va.shape != vb.shape or va.ndim != 1:
+        raise ValueError(f"a and b must be aligned 1-D score vectors, got shapes {va.shape} and {vb.shape}")
+    m = va.shape[0]
+    if m == 0:
+        return PairedDiff(0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0)
+    d = vb - va
+    diff = float(d.mean())
+    if m == 1 or diff == 0.0:
+        # No spread to resample (one item) or no observed effect: the sign test can't reject.
+        low, high = bootstrap_ci(d, n_boot=n_boot, alpha=alpha, seed=seed)
+        return PairedDiff(float(va.mean()), float(vb.mean()), diff, low, high, 1.0, m)
+    means = _bootstrap_means(d, n_boot, seed)
+    low, high = np.quantile(means, [alpha / 2, 1 - alpha / 2])
+    flipped = np.count_nonzero(means <= 0.0) if diff > 0 else np.count_nonzero(means >= 0.0)
+    p_value = min(1.0, 2.0 * flipped / n_boot)
+    return PairedDiff(float(va.mean()), float(vb.mean()), diff, float(low), float(high), p_value, m)
+
+
+@dataclass
+class MetricResult:
+    """One aggregate metric. For avg@n, k is 1 (it estimates pass@1) and the name carries n."""
+
+    name: str
+    value: float
+    ci_low: float
+    ci_high: float
+    n: int
+    k: int
+    num_items: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _samples_per_item(per_item: Mapping[str, Sequence[Sample]]) -> int:
+    """The common number of samples n; raises naming an item whose count differs."""
+    if not per_item:
+        raise ValueError("no items")
+    ids = sorted(per_item)
+    n = len(per_item[ids[0]])
+    if n == 0:
+        raise ValueError(f"item {ids[0]!r} has no samples")
+    for item_id in ids:
+        if (got := len(per_item[item_id])) != n:
+            raise ValueError(f"item {item_id!r} has {got} samples, expected {n} (as in {ids[0]!r})")
+    return n
+
+
+def _parse_metric(metric: str) -> tuple[str, int]:
+    kind, sep, num = metric.partition("@")
+    if not sep or kind not in ("avg", "pass", "maj") or not num.isdigit():
+        raise ValueError(f"unknown metric {metric!r}; expected avg@N, pass@K or maj@K")
+    return kind, int(num)
+
+
+def per_item_scores(per_item: Mapping[str, Sequence[Sample]], metric: str) -> dict[str, float]:
+    """Item id -> score in [0, 1] for one metric name ("avg@4", "pass@2", "maj@4"), in sorted id order.
+
+    Feed two methods' outputs through this and align by id for paired_bootstrap.
+    """
+    n = _samples_per_item(per_item)
+    kind, num = _parse_metric(metric)
+    if (kind == "avg" and num != n) or not 1 <= num <= n:
+        raise ValueError(f"{metric} does not fit items with n={n} samples")
+    scores: dict[str, float] = {}
+    for item_id in sorted(per_item):
+        samples = per_item[item_id]
+        flags = [bool(ok) for ok, _ in samples]
+        if kind == "avg":
+            scores[item_id] = sum(flags) / n
+        elif kind == "pass":
+            scores[item_id] = pass_at_k(n, sum(flags), num)
+        else:
+            scores[item_id] = maj_at_k([ans for _, ans in samples], flags, num)
+    return scores
+
+
+def default_ks(n: int) -> list[int]:
+    """Powers of two up to n, plus n itself."""
+    ks = [2**i for i in range(_as_int(n, "n").bit_length())]
+    return ks if ks and ks[-1] == n else [*ks, n]
+
+
+def compute_metrics(
+    per_item: Mapping[str, Sequence[Sample]],
+    ks: Sequence[int] | None = None,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> list[MetricResult]:
+    """avg@n, then pass@k for each k, then (when n > 1) maj@k for each k, each with a bootstrap CI.
+
+    `per_item` maps item id -> [(is_correct, extracted_answer), ...] in sample-index order; every item must
+    have the same n. `ks` defaults to default_ks(n) and is sorted and deduplicated; a k outside [1, n] raises
+    rather than being silently dropped, so a misconfigured run is noticed.
+    """
+    n = _samples_per_item(per_item)
+    k_list = sorted({_as_int(k, "k") for k in (default_ks(n) if ks is None else ks)})
+    if bad := [k for k in k_list if not 1 <= k <= n]:
+        raise ValueError(f"ks {bad} outside [1, n={n}]")
+    names = [f"avg@{n}"] + [f"pass@{k}" for k in k_list] + ([f"maj@{k}" for k in k_list] if n > 1 else [])
+    results = []
+    for name in names:
+        scores = list(per_item_scores(per_item, name).values())
+        low, high = bootstrap_ci(scores, n_boot=n_boot, seed=seed)
+        k = 1 if name.startswith("avg@") else int(name.partition("@")[2])
+        results.append(MetricResult(name, float(np.mean(scores)), low, high, n, k, len(scores)))
+    return results

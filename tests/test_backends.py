@@ -1,0 +1,103 @@
+"""The transformers backend: finish reasons, token counts, per-request seeds, adapters; and replay."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from harness.backends.base import BackendError, make_backend
+from harness.prompts import PromptTemplates
+from harness.types import GenerationRequest, SamplingParams
+
+
+def req(key: str, text: str, seed: int = 0) -> GenerationRequest:
+    return GenerationRequest(key=key, messages=PromptTemplates().math_messages(text), seed=seed)
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_model_dir):
+    with make_backend("transformers", model=str(tiny_model_dir), batch_size=3) as b:
+        yield b
+
+
+def test_length_finish_and_token_counts(backend):
+    out = backend.generate([req("a", "What is 1 + 1?")], SamplingParams(max_new_tokens=7))
+    c = out[0]
+    assert c.key == "a" and c.prompt.startswith("<|user|>What is 1 + 1?")
+    assert c.prompt.endswith("<|assistant|>")
+    assert c.prompt_tokens == len(backend.tokenizer(c.prompt, add_special_tokens=False)["input_ids"])
+    ids = backend.tokenizer(c.prompt, add_special_tokens=False)["input_ids"]
+    assert len(ids) == c.prompt_tokens
+    # An untrained model emits eos only by chance; the reason must agree with the count either way.
+    assert c.finish_reason == ("length" if c.completion_tokens == 7 else "stop")
+    assert c.completion_tokens <= 7
+
+
+def test_sampling_depends_on_seed_not_on_batch(backend):
+    sampling = SamplingParams(temperature=1.0, top_p=0.95, max_new_tokens=12)
+    prompts = ["What is 1 + 1?", "Let $x$ be real.", "Find the sum of all integers.", "Question?", "Why"]
+    batched = backend.generate([req(str(i), p, seed=100 + i) for i, p in enumerate(prompts)], sampling)
+    alone = [backend.generate([req(str(i), p, seed=100 + i)], sampling)[0] for i, p in enumerate(prompts)]
+    assert [c.text for c in batched] == [c.text for c in alone]
+    other_seed = backend.generate([req("0", prompts[0], seed=7)], sampling)[0]
+    resampled = backend.generate([req("0", prompts[0], seed=100)], sampling)[0]
+    assert resampled.text == batched[0].text
+    assert other_seed.text != batched[0].text or other_seed.completion_tokens != batched[0].completion_tokens
+
+
+def test_greedy_is_repeatable_and_order_preserved(backend):
+    prompts = ["b" * 30, "a", "c" * 5, "d" * 12]
+    sampling = SamplingParams(max_new_tokens=5)
+    first = backend.generate([req(p[:3], p) for p in prompts], sampling)
+    second = backend.generate([req(p[:3], p) for p in prompts], sampling)
+    assert [c.key for c in first] == [p[:3] for p in prompts]
+    assert [c.text for c in first] == [c.text for c in second]
+
+
+def test_stop_strings_cut_text(backend):
+    sampling = SamplingParams(temperature=1.0, max_new_tokens=10)
+    full = backend.generate([req("a", "What is 1 + 1?", seed=3)], sampling)[0]
+    assert len(full.text) >= 3, "sampling from a random model yields visible text"
+    stop = full.text[1:3]
+    cut_sampling = SamplingParams(temperature=1.0, max_new_tokens=10, stop=(stop,))
+    cut = backend.generate([req("a", "What is 1 + 1?", seed=3)], cut_sampling)[0]
+    assert cut.finish_reason == "stop" and cut.text == full.text[: full.text.find(stop)]
+
+
+def test_adapter_folder_loads_with_its_base(tiny_model_dir, tmp_path):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    peft_model = get_peft_model(base, LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False))
+    torch.manual_seed(0)
+    adapter_dir = tmp_path / "adapter"
+    peft_model.save_pretrained(adapter_dir)
+    sampling = SamplingParams(max_new_tokens=6)
+    with make_backend("transformers", model=str(adapter_dir)) as b:  # the adapter names its base
+        assert b.adapter == str(adapter_dir) and b.label.endswith("+adapter")
+        with_adapter = b.generate([req("a", "What is 1 + 1?")], sampling)[0]
+    with make_backend("transformers", model=str(tiny_model_dir), adapter=str(adapter_dir)) as b:
+        explicit = b.generate([req("a", "What is 1 + 1?")], sampling)[0]
+    assert with_adapter.text == explicit.text
+
+
+def test_unknown_model_is_one_line_error(tmp_path):
+    with pytest.raises(BackendError, match="cannot load model"):
+        make_backend("transformers", model=str(tmp_path / "missing-model"))
+    with pytest.raises(BackendError, match="unknown backend 'nope'; known backends: replay, transformers"):
+        make_backend("nope")
+
+
+def test_replay_reads_our_rows_and_plain_rows(tmp_path):
+    path = tmp_path / "c.jsonl"
+    rows = [{"item_id": "x", "sample_index": 1, "completion": "\\boxed{2}", "finish_reason": "length"},
+            {"id": "y", "text": "7"}]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    b = make_backend("replay", path=path)
+    out = b.generate([GenerationRequest("x#1", ()), GenerationRequest("y#0", ())], SamplingParams())
+    assert [(c.text, c.finish_reason) for c in out] == [("\\boxed{2}", "length"), ("7", "stop")]
+    with pytest.raises(BackendError, match="no completion for z#0"):
+        b.generate([GenerationRequest("z#0", ())], SamplingParams())
