@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from harness.types import Message
+from harness.types import Item, Message
 
 MATH_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 
@@ -29,6 +29,9 @@ class PromptTemplates:
             msgs.append(Message("system", self.math_system))
         msgs.append(Message("user", fill(self.math_user, problem=problem)))
         return tuple(msgs)
+
+    def math_messages_for_item(self, item: Item) -> tuple[Message, ...]:
+        return self.math_messages(item.problem)
 
     def with_overrides(self, overrides: dict[str, Any] | None) -> PromptTemplates:
         if not overrides:

@@ -24,8 +24,15 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     tokenizer = byte_bpe_tokenizer(TINY_CORPUS * 4, vocab_size=400)
     # head_dim 64 keeps the model servable by vLLM's kernels in the GPU tests.
-    return build_tiny_llama(tmp_path_factory.mktemp("tiny") / "tiny-llama", tokenizer, hidden_size=64, layers=2,
-                            heads=1, head_dim=64, seed=0)
+    return build_tiny_llama(
+        tmp_path_factory.mktemp("tiny") / "tiny-llama",
+        tokenizer,
+        hidden_size=64,
+        layers=2,
+        heads=1,
+        head_dim=64,
+        seed=0,
+    )
 
 
 @pytest.fixture(scope="session")

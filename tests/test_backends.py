@@ -93,8 +93,10 @@ def test_unknown_model_is_one_line_error(tmp_path):
 
 def test_replay_reads_our_rows_and_plain_rows(tmp_path):
     path = tmp_path / "c.jsonl"
-    rows = [{"item_id": "x", "sample_index": 1, "completion": "\\boxed{2}", "finish_reason": "length"},
-            {"id": "y", "text": "7"}]
+    rows = [
+        {"item_id": "x", "sample_index": 1, "completion": "\\boxed{2}", "finish_reason": "length"},
+        {"id": "y", "text": "7"},
+    ]
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     b = make_backend("replay", path=path)
     out = b.generate([GenerationRequest("x#1", ()), GenerationRequest("y#0", ())], SamplingParams())

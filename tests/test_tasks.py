@@ -19,7 +19,9 @@ def test_counts_and_unique_ids(data_dir, name, count):
 
 def test_metadata_and_gold_formats(data_dir):
     m5 = get_task("math500").load(data_dir)
-    assert m5[0].id.startswith("test/") and m5[0].metadata["level"] in range(1, 6) and m5[0].metadata["subject"]
+    assert (
+        m5[0].id.startswith("test/") and m5[0].metadata["level"] in range(1, 6) and m5[0].metadata["subject"]
+    )
     amc = get_task("amc23").load(data_dir)
     assert amc[0].gold == "27" and amc[0].metadata["contest"] == "AMC 12"  # the file stores 27.0
     aime = get_task("aime24").load(data_dir)

@@ -20,6 +20,9 @@ from harness.types import GenerationRequest, Item, SamplingParams
 from tasks.base import ScoringContext, Task, get_task
 from tasks.data import resolve_data_dir
 
+#: Samples generated, scored and appended together; a kill loses at most one chunk of unwritten work.
+CHUNK = 64
+
 
 def sample_seed(run_seed: int, task: str, item_id: str, sample_index: int) -> int:
     """A seed per (item, sample): independent of batching, order and which other items run."""
@@ -68,13 +71,14 @@ def generate_and_score(
     seed: int,
     templates: PromptTemplates,
     ctx: ScoringContext,
-    chunk: int = 64,
+    chunk: int | None = None,
 ) -> int:
     """Fill samples/<label>/<task>.jsonl up to n samples per item; returns how many were new."""
     log = run.samples(label, plan.task.name)
     todo = [(it, s) for it in plan.items for s in range(n) if (it.id, s) not in log]
     if not todo:
         return 0
+    chunk = chunk or CHUNK
     with progress_bar(f"{label} · {plan.task.name}", len(todo)) as bar:
         for start in range(0, len(todo), chunk):
             part = todo[start : start + chunk]
