@@ -61,6 +61,23 @@ class Completion:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class LoglikelihoodRequest:
+    """log P(continuation | rendered context): multiple-choice scoring next to generation."""
+
+    key: str
+    messages: tuple[Message, ...]
+    continuation: str
+
+
+@dataclass
+class LoglikelihoodResult:
+    key: str
+    logprob: float
+    is_greedy: bool  # every continuation token is the argmax: lm-eval's exact-match signal
+    num_tokens: int
+
+
 @dataclass
 class Verdict:
     outcome: Outcome

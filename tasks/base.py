@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.prompts import PromptTemplates
-from harness.types import Completion, Item, Message, Verdict
+from harness.types import Completion, Item, LoglikelihoodRequest, LoglikelihoodResult, Message, Verdict
 
 
 class TaskError(ValueError):
@@ -41,6 +41,17 @@ class Task(ABC):
 
     def messages(self, item: Item, templates: PromptTemplates) -> tuple[Message, ...]:
         return templates.math_messages(item.problem)
+
+    #: "generate" tasks sample completions; "loglikelihood" tasks score fixed continuations (one sample).
+    output_type: str = "generate"
+
+    def loglikelihood_requests(self, item: Item, templates: PromptTemplates) -> list[LoglikelihoodRequest]:
+        """The continuations to score for one item (output_type "loglikelihood")."""
+        raise NotImplementedError(f"task {self.name} does not score log-likelihoods")
+
+    def score_loglikelihood(self, item: Item, results: Sequence[LoglikelihoodResult]) -> tuple[str, Scored]:
+        """(the chosen answer text, its verdict and scores) from the scored continuations of one item."""
+        raise NotImplementedError(f"task {self.name} does not score log-likelihoods")
 
     @abstractmethod
     def score(

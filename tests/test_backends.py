@@ -103,3 +103,24 @@ def test_replay_reads_our_rows_and_plain_rows(tmp_path):
     assert [(c.text, c.finish_reason) for c in out] == [("\\boxed{2}", "length"), ("7", "stop")]
     with pytest.raises(BackendError, match="no completion for z#0"):
         b.generate([GenerationRequest("z#0", ())], SamplingParams())
+
+
+def test_loglikelihood_matches_a_manual_forward_pass(backend):
+    import torch
+
+    from harness.chat import render_prompt
+    from harness.types import LoglikelihoodRequest
+
+    msgs = PromptTemplates().math_messages("What is 1 + 1?")
+    reqs = [LoglikelihoodRequest("a", msgs, " 2"), LoglikelihoodRequest("b", msgs, " the answer is 12345")]
+    results = backend.loglikelihood(reqs)
+    ctx = backend.tokenizer(render_prompt(backend.tokenizer, msgs, backend.templates), add_special_tokens=False)
+    for r, req_ in zip(results, reqs, strict=True):
+        cont = backend.tokenizer(req_.continuation, add_special_tokens=False)["input_ids"]
+        ids = torch.tensor([ctx["input_ids"] + cont])
+        with torch.no_grad():
+            lp = torch.log_softmax(backend.model(ids).logits[0].float(), -1)
+        start = len(ctx["input_ids"])
+        manual = sum(lp[start - 1 + j, t].item() for j, t in enumerate(cont))
+        assert r.num_tokens == len(cont) and abs(r.logprob - manual) < 1e-3
+    assert results[0].logprob > results[1].logprob  # more tokens, lower joint probability

@@ -11,7 +11,13 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from harness.types import Completion, GenerationRequest, SamplingParams
+from harness.types import (
+    Completion,
+    GenerationRequest,
+    LoglikelihoodRequest,
+    LoglikelihoodResult,
+    SamplingParams,
+)
 
 ProgressFn = Callable[[int], None]  # called with the number of requests just finished
 
@@ -36,6 +42,10 @@ class Backend(ABC):
         progress: ProgressFn | None = None,
     ) -> list[Completion]:
         """One completion per request, in request order."""
+
+    def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[LoglikelihoodResult]:
+        """log P(continuation | context) per request; backends that cannot score say so in one line."""
+        raise BackendError(f"the {self.name} backend cannot score log-likelihoods")
 
     def describe(self) -> dict[str, Any]:
         """Facts for the run manifest (model id, chat-template sha, dtype, device)."""

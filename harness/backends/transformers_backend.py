@@ -17,7 +17,13 @@ from typing import Any
 from harness.backends.base import Backend, BackendError, ProgressFn, register_backend, safe_label
 from harness.chat import chat_template_sha, render_prompt
 from harness.prompts import PromptTemplates
-from harness.types import Completion, GenerationRequest, SamplingParams
+from harness.types import (
+    Completion,
+    GenerationRequest,
+    LoglikelihoodRequest,
+    LoglikelihoodResult,
+    SamplingParams,
+)
 
 
 def resolve_model_source(model: str, adapter: str | None) -> tuple[str, str | None]:
@@ -187,6 +193,41 @@ class TransformersBackend(Backend):
             if cut >= 0:
                 return ids, text[:cut], "stop"
         return ids, text, "length" if len(ids) >= sampling.max_new_tokens else "stop"
+
+    def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[LoglikelihoodResult]:
+        """Context rendered exactly as for generation; the continuation is scored token by token."""
+        import torch
+
+        rows = []
+        for r in requests:
+            ctx = self.tokenizer(
+                render_prompt(self.tokenizer, r.messages, self.templates), add_special_tokens=False
+            )["input_ids"]
+            cont = self.tokenizer(r.continuation, add_special_tokens=False)["input_ids"]
+            if not cont:
+                raise BackendError(f"request {r.key}: empty continuation")
+            rows.append((ctx, cont))
+        order = sorted(range(len(rows)), key=lambda i: -(len(rows[i][0]) + len(rows[i][1])))
+        out: list[LoglikelihoodResult | None] = [None] * len(rows)
+        pad = self.tokenizer.pad_token_id
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start : start + self.batch_size]
+            seqs = [rows[i][0] + rows[i][1] for i in batch]
+            width = max(len(s) for s in seqs)
+            # Right padding keeps positions identical to an unpadded forward pass.
+            ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs], device=self.device)
+            mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], device=self.device)
+            with torch.inference_mode():
+                logits = self.model(input_ids=ids, attention_mask=mask).logits.float()
+            logprobs = torch.log_softmax(logits, dim=-1)
+            for row, i in enumerate(batch):
+                ctx, cont = rows[i]
+                positions = torch.arange(len(ctx) - 1, len(ctx) + len(cont) - 1, device=self.device)
+                target = torch.tensor(cont, device=self.device)
+                picked = logprobs[row, positions].gather(-1, target[:, None]).squeeze(-1)
+                greedy = bool((logprobs[row, positions].argmax(-1) == target).all())
+                out[i] = LoglikelihoodResult(requests[i].key, float(picked.sum()), greedy, len(cont))
+        return [r for r in out if r is not None]
 
     def close(self) -> None:
         self.model = None  # type: ignore[assignment]

@@ -75,6 +75,8 @@ def generate_and_score(
 ) -> int:
     """Fill samples/<label>/<task>.jsonl up to n samples per item; returns how many were new."""
     log = run.samples(label, plan.task.name)
+    if plan.task.output_type == "loglikelihood":
+        return score_loglikelihood(log, backend, label, plan, templates, chunk or CHUNK)
     todo = [(it, s) for it in plan.items for s in range(n) if (it.id, s) not in log]
     if not todo:
         return 0
@@ -96,6 +98,57 @@ def generate_and_score(
                 sample_record(it, s, req.seed, comp, sc.verdict, sc.scores)
                 for (it, s), req, comp, sc in zip(part, requests, completions, scored, strict=True)
             )
+    return len(todo)
+
+
+def score_loglikelihood(
+    log: Any, backend: Backend, label: str, plan: TaskPlan, templates: PromptTemplates, chunk: int
+) -> int:
+    """Multiple-choice tasks: one deterministic 'sample' per item holding every choice's log-likelihood."""
+    todo = [it for it in plan.items if (it.id, 0) not in log]
+    if not todo:
+        return 0
+    with progress_bar(f"{label} · {plan.task.name}", len(todo)) as bar:
+        for start in range(0, len(todo), chunk):
+            part = todo[start : start + chunk]
+            per_item = [plan.task.loglikelihood_requests(it, templates) for it in part]
+            flat = backend.loglikelihood([r for reqs in per_item for r in reqs])
+            records, pos = [], 0
+            for it, reqs in zip(part, per_item, strict=True):
+                results = flat[pos : pos + len(reqs)]
+                pos += len(reqs)
+                chosen, scored = plan.task.score_loglikelihood(it, results)
+                choices = [
+                    {
+                        "continuation": r.continuation,
+                        "logprob": round(x.logprob, 6),
+                        "is_greedy": x.is_greedy,
+                        "num_tokens": x.num_tokens,
+                    }
+                    for r, x in zip(reqs, results, strict=True)
+                ]
+                records.append(
+                    {
+                        "item_id": it.id,
+                        "sample_index": 0,
+                        "seed": 0,
+                        "gold": it.gold,
+                        "prompt": reqs[0].messages[-1].content if reqs else "",
+                        "completion": chosen,
+                        "finish_reason": "stop",
+                        "prompt_tokens": 0,
+                        "completion_tokens": 0,
+                        "gen_seconds": 0.0,
+                        "choices": choices,
+                        "extracted": chosen,
+                        "outcome": scored.verdict.outcome,
+                        "grader_detail": scored.verdict.detail,
+                        "grade_seconds": 0.0,
+                        "scores": scored.scores,
+                    }
+                )
+            log.append(records)
+            bar(len(part))
     return len(todo)
 
 
@@ -125,8 +178,14 @@ def summarize_model(
     out = {}
     for plan in plans:
         log = run.samples(label, plan.task.name)
+        task_n = 1 if plan.task.output_type == "loglikelihood" else n
         out[plan.task.name] = summarize_task(
-            log.records(), [it.id for it in plan.items], n, plan.task.kind, plan.task.primary_metric, n_boot
+            log.records(),
+            [it.id for it in plan.items],
+            task_n,
+            plan.task.kind,
+            plan.task.primary_metric,
+            n_boot,
         )
     return out
 
