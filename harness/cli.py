@@ -123,6 +123,199 @@ def tasks_cmd(data_dir: Annotated[str | None, typer.Option("--data-dir")] = None
         typer.echo(f"{name:<16} {count:>6}  {task.source(resolved)}  — {task.description}")
 
 
+@app.command("run")
+def run_cmd(
+    methods: Annotated[
+        str | None, typer.Option(help="Comma-separated methods (see `cgd-bench methods`).")
+    ] = None,
+    tasks: Annotated[str | None, typer.Option(help="Comma-separated tasks (see `cgd-bench tasks`).")] = None,
+    seeds: Annotated[
+        str | None, typer.Option(help="Training seeds, e.g. 0,1,2 (one training per seed).")
+    ] = None,
+    preset: Annotated[str | None, typer.Option(help="Preset config (toy, smol, ...).")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML run config over the preset.")] = None,
+    base: Annotated[
+        str | None, typer.Option(help="Student model; default: the toy world's tiny student.")
+    ] = None,
+    teacher: Annotated[str | None, typer.Option(help="Teacher model, or exact-toy.")] = None,
+    name: Annotated[str | None, typer.Option(help="Run name (folder prefix).")] = None,
+    out: Annotated[str | None, typer.Option(help="Folder that holds run folders.")] = None,
+    data_dir: Annotated[str | None, typer.Option("--data-dir")] = None,
+) -> None:
+    """The whole pipeline: base model, critique data, training per method and seed, evaluation, table."""
+    from harness.pipeline.run import run_pipeline
+    from harness.runconfig import resolve_run_config
+    from reports.tables import comparison_markdown
+
+    flags = {
+        "methods": split_csv(methods),
+        "tasks": split_csv(tasks),
+        "base": base,
+        "teacher": teacher,
+        "name": name,
+        "out": out,
+        "data_dir": data_dir,
+    }
+    try:
+        if seeds is not None:
+            flags["seeds"] = [int(s) for s in split_csv(seeds) or []]
+        cfg = resolve_run_config(preset, config, flags)
+    except ValueError as exc:
+        fail(str(exc))
+    outcome = _run_guarded(run_pipeline, cfg)
+    table = comparison_markdown(outcome.results)
+    (outcome.run.root / "report").mkdir(exist_ok=True)
+    (outcome.run.root / "report" / "table.md").write_text(table)
+    typer.echo(table)
+    typer.echo(
+        f"run folder: {outcome.run.root}  (trained {len(outcome.trained)} model(s), "
+        f"{outcome.new_samples} new samples)"
+    )
+    typer.echo("stage times: " + ", ".join(f"{k} {v:.1f}s" for k, v in outcome.timings.items()))
+
+
+data_app = typer.Typer(no_args_is_help=True, help="Build critique datasets.")
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("build")
+def data_build_cmd(
+    student: Annotated[str, typer.Option(help="Student model (hub id or directory) that writes y'.")],
+    teacher: Annotated[
+        str, typer.Option(help="Teacher model that writes the critique c and refined answer.")
+    ],
+    problems: Annotated[str, typer.Option(help="math_train, a task name, or a .jsonl file.")] = "math_train",
+    limit: Annotated[int | None, typer.Option(help="A seeded random subset of this many problems.")] = None,
+    out: Annotated[str, typer.Option(help="Output folder (stages resume inside it).")] = "runs/critique-data",
+    seed: Annotated[int, typer.Option()] = 0,
+    data_dir: Annotated[str | None, typer.Option("--data-dir")] = None,
+    filters: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated filters (refined_correct, conclusion_parsed, "
+            "no_leak, student_wrong); empty keeps all."
+        ),
+    ] = "refined_correct",
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens")] = 1024,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 16,
+    teacher_prompts: Annotated[
+        Path | None, typer.Option(help="YAML overriding the teacher's prompts.")
+    ] = None,
+) -> None:
+    """Probe -> critique -> refine -> grade -> filter: write records.jsonl and summary.json."""
+    from harness.pipeline.databuild import DataBuildConfig, build_data
+
+    try:
+        prompts = load_yaml(teacher_prompts) if teacher_prompts else {}
+    except ConfigError as exc:
+        fail(str(exc))
+    cfg = DataBuildConfig(
+        student=student,
+        teacher=teacher,
+        problems=problems,
+        out=out,
+        limit=limit,
+        seed=seed,
+        data_dir=data_dir,
+        filters=split_csv(filters) or [],
+        student_max_new_tokens=max_new_tokens,
+        teacher_max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        teacher_prompts=prompts,
+    )
+    result = _run_guarded(build_data, cfg)
+    summary = result.summary
+    typer.echo(f"{summary['problems']} problems -> {summary['kept']} kept records in {out}/records.jsonl")
+    for key in (
+        "conclusions",
+        "student_accuracy",
+        "refined_accuracy",
+        "conclusion_agreement",
+        "leakage_rate",
+        "filters",
+        "tokens",
+    ):
+        typer.echo(f"  {key}: {summary[key]}")
+
+
+@app.command("train")
+def train_cmd(
+    method: Annotated[str, typer.Option(help="A registered method (see `cgd-bench methods`).")],
+    base: Annotated[str, typer.Option(help="Base model: hub id or directory.")],
+    records: Annotated[Path, typer.Option(help="Critique records JSONL (from `cgd-bench data build`).")],
+    out: Annotated[str, typer.Option(help="Output directory for the adapter or weights.")],
+    lora: Annotated[
+        bool, typer.Option("--lora/--full", help="LoRA adapter (default) or full fine-tuning.")
+    ] = True,
+    epochs: Annotated[float, typer.Option()] = 1.0,
+    max_steps: Annotated[int | None, typer.Option("--max-steps")] = None,
+    lr: Annotated[
+        float | None, typer.Option(help="Default: 1e-4 with LoRA, 1e-6 (the paper's) for --full.")
+    ] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 4,
+    grad_accum: Annotated[int, typer.Option("--grad-accum")] = 1,
+    max_length: Annotated[int, typer.Option("--max-length")] = 2048,
+    overlong: Annotated[str, typer.Option(help="truncate_left or drop")] = "truncate_left",
+    seed: Annotated[int, typer.Option()] = 0,
+    method_prompts: Annotated[Path | None, typer.Option(help="YAML overriding the method prompts.")] = None,
+) -> None:
+    """Train one method on critique records; the output loads with `cgd-bench eval --model OUT`."""
+    from trainers import MethodPrompts, build_examples, get_method, load_records
+
+    def run() -> None:
+        from trainers.loop import TrainConfig, train
+
+        get_method(method)
+        recs = load_records(records)
+        prompts = MethodPrompts.from_yaml(method_prompts) if method_prompts else None
+        examples = build_examples(method, recs, seed, prompts=prompts)
+        cfg = TrainConfig(
+            base=base,
+            method=method,
+            out_dir=out,
+            lora=lora,
+            epochs=epochs,
+            max_steps=max_steps,
+            lr=lr if lr is not None else (1e-4 if lora else 1e-6),
+            batch_size=batch_size,
+            grad_accum=grad_accum,
+            max_length=max_length,
+            overlong=overlong,
+            seed=seed,
+        )  # type: ignore[arg-type]
+        result = train(cfg, examples, progress=_train_progress(method))
+        typer.echo(
+            f"trained {method}: {result.steps} steps, {result.examples_used} examples "
+            f"({result.examples_truncated} truncated, {result.examples_dropped} dropped), "
+            f"{result.tokens_trained} tokens at {result.tokens_per_second:.0f} tok/s, "
+            f"final loss {result.final_loss} -> {out}"
+        )
+
+    try:
+        run()
+    except (ValueError, OSError) as exc:
+        fail(str(exc).splitlines()[0])
+
+
+def _train_progress(label: str):  # noqa: ANN202
+    def report(row: dict) -> None:
+        typer.echo(
+            f"[train · {label}] step {row.get('step')} loss {row.get('loss')} lr {row.get('lr')}", err=True
+        )
+
+    return report
+
+
+@app.command("methods")
+def methods_cmd() -> None:
+    """List the registered training methods."""
+    from trainers import get_method, method_names
+
+    for name in method_names():
+        m = get_method(name)
+        typer.echo(f"{name:<16} {m.description}")
+
+
 def main() -> None:
     try:
         app()

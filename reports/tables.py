@@ -51,3 +51,45 @@ def print_rows(rows: list[dict[str, str]], title: str = "") -> None:
     for r in rows:
         table.add_row(*r.values())
     Console().print(table)
+
+
+def comparison_tables(results: dict[str, Any]) -> dict[str, list[dict[str, str]]]:
+    """The end-of-run tables: methods as rows (base first), tasks as columns, plus paired deltas."""
+    comp = results["comparison"]
+    tables: dict[str, list[dict[str, str]]] = {}
+    rows = []
+    for method in comp["rows"]:
+        row = {"method": method}
+        for task in comp["tasks"]:
+            c = comp["cells"][method][task]
+            seeds = f", seeds={c['seeds']}" if c["seeds"] > 1 else ""
+            row[task] = f"{c['metric']} {fmt_metric(c)} (n={c['n']}, items={c['num_items']}{seeds})"
+        rows.append(row)
+    tables["scores"] = rows
+    for key in ("vs_base", "vs_sft"):
+        if key not in comp:
+            continue
+        delta_rows = []
+        for method, per_task in comp[key].items():
+            row = {"method": method}
+            for task in comp["tasks"]:
+                d = per_task[task]
+                row[task] = (
+                    f"{d['diff'] * 100:+.1f} [{d['ci_low'] * 100:+.1f}, {d['ci_high'] * 100:+.1f}] "
+                    f"p={d['p_value']:.3f}"
+                )
+            delta_rows.append(row)
+        tables[key] = delta_rows
+    return tables
+
+
+def comparison_markdown(results: dict[str, Any]) -> str:
+    titles = {
+        "scores": "Scores (%, 95% bootstrap CI over items)",
+        "vs_base": "Difference to the base model (points, paired bootstrap)",
+        "vs_sft": "Difference to SFT (points, paired bootstrap)",
+    }
+    parts = []
+    for key, rows in comparison_tables(results).items():
+        parts.append(f"### {titles[key]}\n\n{to_markdown(rows)}")
+    return "\n".join(parts)

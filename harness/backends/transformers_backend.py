@@ -27,16 +27,25 @@ from harness.types import (
 
 
 def resolve_model_source(model: str, adapter: str | None) -> tuple[str, str | None]:
-    """(base model, adapter): a folder holding only a peft adapter names its own base."""
-    path = Path(model)
-    if adapter is None and (path / "adapter_config.json").is_file() and not (path / "config.json").is_file():
-        base = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
-        if not base:
-            raise BackendError(
-                f"{path}/adapter_config.json names no base model; pass --model BASE --adapter DIR"
-            )
-        return base, str(path)
-    return model, adapter
+    """(base model, adapter): a named model's local folder; a folder holding only a peft adapter names its
+    own base."""
+    from harness.named_models import resolve_named_model
+
+    def named(source: str) -> str:
+        # An existing local path wins over a named model of the same spelling.
+        return source if Path(source).exists() else resolve_named_model(source) or source
+
+    if adapter is None:
+        # An adapter folder may name a named model as its base (base_model_name_or_path).
+        path = Path(model)
+        if (path / "adapter_config.json").is_file() and not (path / "config.json").is_file():
+            base = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
+            if not base:
+                raise BackendError(
+                    f"{path}/adapter_config.json names no base model; pass --model BASE --adapter DIR"
+                )
+            return named(base), str(path)
+    return named(model), adapter
 
 
 @register_backend("transformers")
@@ -54,6 +63,9 @@ class TransformersBackend(Backend):
     ):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # our own progress lines; per-load weight bars are noise
 
         self.model_id, self.adapter = resolve_model_source(model, adapter)
         self.templates = templates or PromptTemplates()

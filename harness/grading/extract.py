@@ -37,7 +37,7 @@ def strip_think(text: str) -> str:
     open_ = text.find(_THINK_OPEN)
     if close != -1 and (open_ == -1 or open_ < close):
         # Covers both a full block and templates that pre-open <think> in the prompt.
-        text = text[close + len(_THINK_CLOSE):]
+        text = text[close + len(_THINK_CLOSE) :]
         open_ = text.find(_THINK_OPEN)
     if open_ != -1:
         # Unclosed block: the model never finished thinking, so nothing after it is an answer.
@@ -62,7 +62,7 @@ def _braced(text: str, start: int) -> str | None:
         elif c == "}":
             depth -= 1
             if depth == 0:
-                return text[start + 1:i]
+                return text[start + 1 : i]
         i += 1
     return None
 
@@ -73,7 +73,7 @@ def extract_boxed(text: str) -> str | None:
     if not matches:
         return None
     m = matches[-1]
-    rest = text[m.end():]
+    rest = text[m.end() :]
     stripped = rest.lstrip()
     if stripped.startswith("{"):
         content = _braced(stripped, 0)
@@ -96,13 +96,13 @@ def _answer_is(text: str) -> str | None:
     matches = list(_ANSWER_IS_RE.finditer(text))
     if not matches:
         return None
-    ans = text[matches[-1].end():].split("\n", 1)[0]
+    ans = text[matches[-1].end() :].split("\n", 1)[0]
     # A period followed by whitespace ends the sentence; a decimal point never is.
     ans = re.split(r"\.(?:\s|$)", ans, maxsplit=1)[0].strip()
     ans = ans.strip("*").strip()  # markdown bold around the answer
     for left, right in _MATH_DELIMS:
         if ans.startswith(left) and ans.endswith(right) and len(ans) >= len(left) + len(right):
-            ans = ans[len(left):len(ans) - len(right)].strip()
+            ans = ans[len(left) : len(ans) - len(right)].strip()
             break
     return ans.rstrip(".").strip() or None
 

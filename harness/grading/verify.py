@@ -92,8 +92,11 @@ def _worker_main(conn: Connection) -> None:
     config = [LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig()]
     # The first parse builds the ANTLR parser and sympy caches (~0.3 s); pay that before reporting ready so
     # it never eats into a job's time limit.
-    verify(parse("\\boxed{\\frac{1}{2}}", extraction_config=config, parsing_timeout=None),
-           parse("\\boxed{x^2}", extraction_config=config, parsing_timeout=None), timeout_seconds=None)
+    verify(
+        parse("\\boxed{\\frac{1}{2}}", extraction_config=config, parsing_timeout=None),
+        parse("\\boxed{x^2}", extraction_config=config, parsing_timeout=None),
+        timeout_seconds=None,
+    )
     conn.send("ready")
     while True:
         try:
@@ -219,8 +222,9 @@ class VerifyPool:
                 if self._start_failures > 3:
                     raise RuntimeError(f"verify workers die at start (exit {w.proc.exitcode})") from None
             elif w.job is not None:
-                results[w.job] = VerifyResult("error", f"worker died (exit code {w.proc.exitcode})",
-                                              time.monotonic() - w.since)
+                results[w.job] = VerifyResult(
+                    "error", f"worker died (exit code {w.proc.exitcode})", time.monotonic() - w.since
+                )
             self._replace(self._workers.index(w))
             return
         if msg == "ready":

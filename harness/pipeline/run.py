@@ -1,0 +1,326 @@
+"""`cgd-bench run`: base model -> critique data -> one training per (method, seed) -> evaluation of every
+model on every task -> statistics -> comparison table, in one run folder, each stage cached by what it
+depends on.
+
+The run folder is named by a hash of what decides the data and the evaluation protocol (base, teacher,
+problems, data settings, eval settings, world parameters). Inside it every trained model has its own hash
+(method, seed, training settings, records), so adding a method, a seed or a task, or changing one method's
+settings, trains and evaluates only what is new. Each stage writes atomically or append-only, so a killed
+run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.backends.base import make_backend
+from harness.comparison import TaskSpec
+from harness.config import ConfigError
+from harness.manifest import build_manifest
+from harness.pipeline.evaluate import TaskPlan, generate_and_score, summarize_model
+from harness.pipeline.worlds import World, make_world
+from harness.progress import console
+from harness.prompts import PromptTemplates
+from harness.runconfig import RunConfig
+from harness.store import RunFolder, config_hash, write_json_atomic
+from harness.types import SamplingParams
+from tasks.base import ScoringContext, get_task
+from tasks.data import resolve_data_dir
+from trainers.builder import BuildOptions, CritiqueDataBuilder
+from trainers.records import load_records
+
+BASE_LABEL = "base"
+
+
+@dataclass
+class ModelEntry:
+    label: str
+    method: str  # "base" for the untrained student
+    seed: int | None
+    path: str
+    train_result: dict[str, Any] | None = None
+
+
+@dataclass
+class RunOutcome:
+    run: RunFolder
+    results: dict[str, Any]
+    timings: dict[str, float]
+    trained: list[str] = field(default_factory=list)  # labels trained by this invocation
+    new_samples: int = 0
+
+
+class Stages:
+    """Stage timing and the visible progress lines."""
+
+    def __init__(self, total: int):
+        self.total, self.index, self.timings = total, 0, {}
+
+    def run(self, name: str, fn: Callable[[], Any]) -> Any:
+        self.index += 1
+        console.print(f"[bold]stage {self.index}/{self.total}[/bold] {name}")
+        t0 = time.perf_counter()
+        result = fn()
+        self.timings[name] = round(time.perf_counter() - t0, 2)
+        console.print(f"  done in {self.timings[name]:.1f}s")
+        return result
+
+
+def run_folder_identity(cfg: RunConfig, world: World) -> dict[str, Any]:
+    return {
+        "world": world.identity(),
+        "teacher": cfg.teacher,
+        "problems": cfg.problems,
+        "num_problems": cfg.num_problems,
+        "seed": cfg.seed,
+        "data": cfg.data,
+        "teacher_prompts": cfg.teacher_prompts,
+        "eval": cfg.eval,
+        "task_settings": cfg.task_settings,
+        "prompts": cfg.prompts,
+    }
+
+
+def run_pipeline(cfg: RunConfig) -> RunOutcome:
+    cfg.validate()
+    data_dir = resolve_data_dir(cfg.data_dir)
+    world = make_world(cfg, data_dir)
+    run = RunFolder.for_config(Path(cfg.out), cfg.name, run_folder_identity(cfg, world))
+    run.write_config(cfg.to_dict())
+    templates = PromptTemplates().with_overrides(cfg.prompts)
+    stages = Stages(5)
+    console.print(f"run folder: {run.root}")
+
+    base_path = stages.run("base model", lambda: world.base_model(console))
+    run.write_manifest(
+        build_manifest(seeds=cfg.seeds, data_seed=cfg.seed, base=base_path, world=world.identity())
+    )
+    records_path = stages.run("critique data", lambda: build_critique_data(cfg, world, run, base_path))
+    trained: list[str] = []
+    models = stages.run("training", lambda: train_all(cfg, run, base_path, records_path, trained))
+    models = [ModelEntry(BASE_LABEL, BASE_LABEL, None, base_path), *models]
+    plans = stages.run("plan tasks", lambda: plan_run_tasks(cfg, data_dir))
+    new = stages.run("evaluation", lambda: evaluate_models(cfg, run, models, plans, templates))
+    results = summarize_run(cfg, run, models, plans, records_path)
+    write_json_atomic(run.results_path, results)
+    write_json_atomic(run.root / "timings.json", stages.timings)
+    return RunOutcome(run, results, stages.timings, trained, new)
+
+
+def build_critique_data(cfg: RunConfig, world: World, run: RunFolder, base_path: str) -> Path:
+    out = run.root / "critique"
+    items = world.train_items()
+    if _critique_data_complete(out, items):
+        console.print("  cached")
+        return out / "records.jsonl"
+    data = cfg.data
+    sampling = SamplingParams(
+        data.get("student_temperature", 0.0), 1.0, data.get("student_max_new_tokens", 1024)
+    )
+    options = BuildOptions(
+        student_sampling=sampling, filters=tuple(data.get("filters", ["refined_correct"])), seed=cfg.seed
+    )
+    with (
+        make_backend("transformers", model=base_path, batch_size=data.get("batch_size", 32)) as student,
+        ScoringContext() as ctx,
+    ):
+        teacher = world.teacher(student)
+        builder = CritiqueDataBuilder(
+            out, student, teacher, ctx.math.grade_many, options, messages_fn=world.probe_messages
+        )
+        result = builder.build(
+            items,
+            progress=lambda stage, done, total: (
+                console.print(f"  {stage}: {done}/{total}") if done == total else None
+            ),
+        )
+    s = result.summary
+    console.print(
+        f"  {s['problems']} problems, student accuracy {s['student_accuracy']:.3f}, refined accuracy "
+        f"{s['refined_accuracy']:.3f}, kept {s['kept']}, conclusions {s['conclusions']}"
+    )
+    return out / "records.jsonl"
+
+
+def _critique_data_complete(out: Path, items: list[Any]) -> bool:
+    """All three stages hold every item and the records were assembled: skip loading any model."""
+    from harness.store import SampleLog
+
+    if not (out / "summary.json").is_file() or not (out / "records.jsonl").is_file():
+        return False
+    ids = {(it.id,) for it in items}
+    return all(
+        ids <= {(r["item_id"],) for r in SampleLog(out / f"{s}.jsonl", ("item_id",)).records()}
+        for s in ("probe", "critique", "refine")
+    )
+
+
+def model_label(method: str, seed: int, key: str) -> str:
+    return f"{method}-s{seed}-{key[:6]}"
+
+
+def train_all(
+    cfg: RunConfig, run: RunFolder, base_path: str, records_path: Path, trained: list[str]
+) -> list[ModelEntry]:
+    import json
+
+    from trainers import MethodPrompts, build_examples
+
+    records = load_records(records_path)
+    records_sha = config_hash([r.to_dict() for r in records], length=16)
+    prompts = MethodPrompts().with_overrides(cfg.method_prompts)
+    templates = PromptTemplates().with_overrides(cfg.prompts)
+    try:  # every method's examples before any training: a bad record trains nothing
+        examples_by_method = {
+            m: build_examples(m, records, 0, prompts=prompts, templates=templates) for m in cfg.methods
+        }
+    except ValueError as exc:
+        raise ConfigError(f"{records_path}: {exc}") from None
+    entries = []
+    for method in cfg.methods:
+        for seed in cfg.seeds:
+            settings = cfg.method_train_settings(method)
+            key = config_hash(
+                {
+                    "method": method,
+                    "seed": seed,
+                    "train": settings,
+                    "records": records_sha,
+                    "base": base_path,
+                    "method_prompts": cfg.method_prompts,
+                    "prompts": cfg.prompts,
+                }
+            )
+            label = model_label(method, seed, key)
+            out = run.root / "models" / label
+            done_marker = out / "cgd_train.json"
+            if not done_marker.is_file():
+                from trainers.loop import TrainConfig, train  # torch + Trainer: only when there is work
+
+                console.print(f"  training {label} ({len(records)} records)")
+                # Seed-dependent methods (cgd-irrelevant's derangement) are rebuilt with the training seed.
+                examples = (
+                    examples_by_method[method]
+                    if seed == 0
+                    else build_examples(method, records, seed, prompts=prompts, templates=templates)
+                )
+                config = TrainConfig(
+                    base=base_path,
+                    method=method,
+                    out_dir=str(out),
+                    seed=seed,
+                    prompt_overrides=cfg.prompts or None,
+                    **settings,
+                )
+                train(config, examples, progress=_train_progress(label))
+                trained.append(label)
+            else:
+                console.print(f"  {label}: cached")
+            result = json.loads(done_marker.read_text()).get("result")
+            entries.append(ModelEntry(label, method, seed, str(out), result))
+    return entries
+
+
+def _train_progress(label: str) -> Callable[[dict[str, Any]], None]:
+    def report(row: dict[str, Any]) -> None:
+        if "loss" in row:
+            console.print(
+                f"  [{label}] step {row.get('step')}/{row.get('max_steps', '?')} loss {row['loss']:.4f}"
+            )
+
+    return report
+
+
+def plan_run_tasks(cfg: RunConfig, data_dir: Path | None) -> list[TaskPlan]:
+    plans = []
+    for name in cfg.tasks:
+        task = get_task(name)
+        settings = cfg.task_eval(name)
+        items = task.load(data_dir)
+        if settings.get("limit"):
+            items = items[: settings["limit"]]
+        sampling = SamplingParams(
+            settings.get("temperature", 0.0),
+            settings.get("top_p", 1.0),
+            settings.get("max_new_tokens") or task.default_max_new_tokens,
+        )
+        plans.append(TaskPlan(task, items, sampling))
+    return plans
+
+
+def evaluate_models(
+    cfg: RunConfig,
+    run: RunFolder,
+    models: list[ModelEntry],
+    plans: list[TaskPlan],
+    templates: PromptTemplates,
+) -> int:
+    new = 0
+    with ScoringContext() as ctx:
+        for entry in models:
+            pending = [
+                p for p in plans if _incomplete(run, entry.label, p, cfg.task_eval(p.task.name).get("n", 1))
+            ]
+            if not pending:
+                console.print(f"  {entry.label}: cached")
+                continue
+            batch = cfg.eval.get("batch_size", 32)
+            with make_backend(
+                "transformers", model=entry.path, templates=templates, batch_size=batch, label=entry.label
+            ) as backend:
+                for plan in pending:
+                    n = cfg.task_eval(plan.task.name).get("n", 1)
+                    new += generate_and_score(run, backend, entry.label, plan, n, cfg.seed, templates, ctx)
+    return new
+
+
+def _incomplete(run: RunFolder, label: str, plan: TaskPlan, n: int) -> bool:
+    log = run.samples(label, plan.task.name)
+    per = 1 if plan.task.output_type == "loglikelihood" else n
+    return any((it.id, s) not in log for it in plan.items for s in range(per))
+
+
+def summarize_run(
+    cfg: RunConfig, run: RunFolder, models: list[ModelEntry], plans: list[TaskPlan], records_path: Path
+) -> dict[str, Any]:
+    import json
+
+    from harness.comparison import compare_methods
+    from harness.results import results_document
+
+    per_model = {}
+    for entry in models:
+        plans_n = {}
+        for plan in plans:
+            plans_n[plan.task.name] = summarize_model(
+                run, entry.label, [plan], cfg.task_eval(plan.task.name).get("n", 1), cfg.bootstrap
+            )[plan.task.name]
+        per_model[entry.label] = plans_n
+    methods: dict[str, list[str]] = {}
+    for entry in models:
+        methods.setdefault(entry.method, []).append(entry.label)
+    specs = [task_spec(p, cfg.task_eval(p.task.name).get("n", 1)) for p in plans]
+    comparison = compare_methods(run, methods, specs, cfg.bootstrap)
+    training = {e.label: _stable_train_result(e.train_result) for e in models if e.train_result}
+    critique = json.loads((records_path.parent / "summary.json").read_text())
+    portable = {k: v for k, v in cfg.to_dict().items() if k not in ("out", "data_dir")}
+    return results_document(
+        portable, per_model, methods=methods, comparison=comparison, training=training, critique_data=critique
+    )
+
+
+def task_spec(plan: TaskPlan, n: int) -> TaskSpec:
+    per = 1 if plan.task.output_type == "loglikelihood" else n
+    return TaskSpec(
+        plan.task.name, plan.task.kind, plan.task.primary_metric, tuple(it.id for it in plan.items), per
+    )
+
+
+def _stable_train_result(result: dict[str, Any]) -> dict[str, Any]:
+    """Wall-clock numbers vary run to run; they go to timings.json, not results.json."""
+    drop = {"seconds", "tokens_per_second", "out_dir"}
+    return {k: v for k, v in result.items() if k not in drop}

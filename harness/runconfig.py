@@ -1,0 +1,143 @@
+"""The resolved config of `cgd-bench run`: preset YAML < --config YAML < flags, checked before any work."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from harness.config import ConfigError, load_yaml
+
+PRESETS_DIR = Path(__file__).resolve().parent / "presets"
+
+EVAL_KEYS = {"n", "temperature", "top_p", "max_new_tokens", "limit", "batch_size"}
+TRAIN_KEYS = {
+    "lora",
+    "lora_r",
+    "lora_alpha",
+    "lora_dropout",
+    "epochs",
+    "max_steps",
+    "lr",
+    "batch_size",
+    "grad_accum",
+    "warmup_ratio",
+    "lr_scheduler",
+    "max_length",
+    "overlong",
+    "weight_decay",
+    "gradient_checkpointing",
+    "logging_steps",
+    "bf16",
+}
+DATA_KEYS = {
+    "student_temperature",
+    "student_max_new_tokens",
+    "teacher_temperature",
+    "teacher_max_new_tokens",
+    "filters",
+    "batch_size",
+}
+
+
+@dataclass
+class RunConfig:
+    name: str = "toy"
+    preset: str = "toy"
+    base: str | None = None  # None: the toy world's tiny student, built and cached
+    teacher: str = "exact-toy"  # "exact-toy" or a model id / directory
+    problems: str = "toy"  # "toy", "math_train", a task name, or a .jsonl file
+    num_problems: int | None = None
+    methods: list[str] = field(default_factory=lambda: ["sft", "cft", "cgd"])
+    tasks: list[str] = field(default_factory=lambda: ["toy_id", "toy_ood", "toy_format"])
+    seeds: list[int] = field(default_factory=lambda: [0])
+    seed: int = 0  # data seed (problem subset, student drafts)
+    eval: dict[str, Any] = field(default_factory=dict)  # defaults for every task
+    task_settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # per task, over `eval`
+    train: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields shared by every method
+    method_train: dict[str, dict[str, Any]] = field(default_factory=dict)  # per method, over `train`
+    data: dict[str, Any] = field(default_factory=dict)
+    toy: dict[str, Any] = field(default_factory=dict)  # ToyWorldConfig / StudentSpec overrides
+    teacher_prompts: dict[str, str] = field(default_factory=dict)
+    method_prompts: dict[str, str] = field(default_factory=dict)
+    prompts: dict[str, str] = field(default_factory=dict)  # evaluation PromptTemplates overrides
+    out: str = "runs"
+    data_dir: str | None = None
+    bootstrap: int = 2000
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def validate(self) -> RunConfig:
+        from tasks.base import TaskError, get_task
+        from trainers import get_method
+
+        for section, allowed in (("eval", EVAL_KEYS), ("train", TRAIN_KEYS), ("data", DATA_KEYS)):
+            unknown = sorted(set(getattr(self, section)) - allowed)
+            if unknown:
+                raise ConfigError(
+                    f"unknown {section} key(s) {', '.join(unknown)}; known: {', '.join(sorted(allowed))}"
+                )
+        for task, settings in self.task_settings.items():
+            unknown = sorted(set(settings) - EVAL_KEYS)
+            if unknown:
+                raise ConfigError(f"task_settings.{task}: unknown key(s) {', '.join(unknown)}")
+        for method, settings in self.method_train.items():
+            unknown = sorted(set(settings) - TRAIN_KEYS)
+            if unknown:
+                raise ConfigError(f"method_train.{method}: unknown key(s) {', '.join(unknown)}")
+        if not self.methods:
+            raise ConfigError("no methods given")
+        if not self.seeds:
+            raise ConfigError("no seeds given")
+        if len(set(self.methods)) != len(self.methods):
+            raise ConfigError("a method is listed twice")
+        try:
+            for m in self.methods:
+                get_method(m)
+            for t in [*self.tasks, *self.task_settings]:
+                get_task(t)
+        except (ValueError, TaskError) as exc:
+            raise ConfigError(str(exc)) from None
+        if self.teacher == "exact-toy" and self.problems != "toy":
+            raise ConfigError("the exact toy teacher only knows toy problems (problems: toy)")
+        return self
+
+    def task_eval(self, task: str) -> dict[str, Any]:
+        return {**self.eval, **self.task_settings.get(task, {})}
+
+    def method_train_settings(self, method: str) -> dict[str, Any]:
+        return {**self.train, **self.method_train.get(method, {})}
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+
+
+def resolve_run_config(
+    preset: str | None, config_file: str | Path | None, flags: dict[str, Any]
+) -> RunConfig:
+    known = {f.name for f in fields(RunConfig)}
+    merged: dict[str, Any] = {}
+    file_data = load_yaml(config_file) if config_file else {}
+    # A config file stands on the dataclass defaults unless it names a preset; no file means the toy preset.
+    preset = preset or file_data.get("preset") or (None if config_file else "toy")
+    preset_data: dict[str, Any] = {}
+    if preset is not None:
+        path = PRESETS_DIR / f"{preset}.yaml"
+        if not path.is_file():
+            raise ConfigError(f"unknown preset {preset!r}; presets: {', '.join(preset_names())}")
+        preset_data = load_yaml(path)
+    for source, data in (
+        (f"preset {preset}", preset_data),
+        (str(config_file), file_data),
+        ("flags", {k: v for k, v in flags.items() if v is not None}),
+    ):
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(
+                f"{source}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}"
+            )
+        merged.update(data)
+    merged["preset"] = preset or "none"
+    return RunConfig(**merged).validate()
