@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -60,7 +61,7 @@ def render_plain(messages: tuple[Message, ...] | list[Message], templates: Promp
 
 
 def fill(template: str, **fields: str) -> str:
-    """Substitute {name} placeholders only; LaTeX braces such as \\boxed{} pass through untouched."""
-    for name, value in fields.items():
-        template = template.replace("{" + name + "}", value)
-    return template
+    """Substitute {name} placeholders in one pass; LaTeX braces such as \\boxed{} and any placeholder-like
+    text inside the substituted values pass through untouched."""
+    pattern = re.compile("|".join(re.escape("{" + name + "}") for name in fields)) if fields else None
+    return pattern.sub(lambda m: fields[m.group(0)[1:-1]], template) if pattern else template

@@ -1,0 +1,147 @@
+"""The toy world as a run's world: a tiny student built and pretrained once (cached by its config hash), the
+exact programmatic teacher, and the toy training problems."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, fields, replace
+from pathlib import Path
+from typing import Any
+
+from harness.backends.base import Backend
+from harness.config import ConfigError
+from harness.prompts import PromptTemplates
+from harness.runconfig import RunConfig
+from harness.teacher import Teacher
+from harness.types import Item, Message
+
+#: World parameters that change training data only (e.g. the clean-reference variant), never the test sets.
+TRAIN_SIDE_KEYS = {
+    "clean_reference",
+    "reference_error_rate",
+    "n_train",
+    "pretrain_step_error_rate",
+    "format_fraction",
+    "n_pretrain",
+    "error_kinds",
+}
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("CGD_BENCH_CACHE") or Path.home() / ".cache" / "cgd-bench")
+
+
+def split_toy_overrides(overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`toy:` keys go to ToyWorldConfig or, under `student:`, to StudentSpec; anything else is an error."""
+    from tasks.toy.student import StudentSpec
+    from tasks.toy.world import ToyWorldConfig
+
+    world_keys = {f.name for f in fields(ToyWorldConfig)}
+    student = dict(overrides.get("student", {}))
+    world = {k: v for k, v in overrides.items() if k != "student"}
+    bad = sorted(set(world) - world_keys) + sorted(set(student) - {f.name for f in fields(StudentSpec)})
+    if bad:
+        raise ConfigError(f"unknown toy key(s) {', '.join(bad)}")
+    for key, value in world.items():  # YAML lists where the dataclass keeps tuples
+        if isinstance(value, list):
+            world[key] = tuple(tuple(v) if isinstance(v, list) else v for v in value)
+    return world, student
+
+
+class ToyWorld:
+    def __init__(self, cfg: RunConfig):
+        from tasks.toy.student import StudentSpec
+        from tasks.toy.world import ToyWorldConfig
+
+        world, student = split_toy_overrides(cfg.toy)
+        self.cfg = cfg
+        self.world = replace(ToyWorldConfig(), **world)
+        self.spec = replace(StudentSpec(), **student)
+        fixed = sorted(set(world) - TRAIN_SIDE_KEYS)
+        if fixed:
+            # The toy tasks generate their test items from the default world; changing these would silently
+            # evaluate on other problems than the ones the run trains on.
+            raise ConfigError(
+                f"toy key(s) {', '.join(fixed)} change the test sets; only "
+                f"{', '.join(sorted(TRAIN_SIDE_KEYS))} can be overridden"
+            )
+        self.templates = PromptTemplates().with_overrides(cfg.prompts)
+
+    def identity(self) -> dict[str, Any]:
+        from tasks.toy.student import student_cache_key
+
+        return {
+            "kind": "toy",
+            "world": asdict(self.world),
+            "student": asdict(self.spec),
+            "student_key": student_cache_key(self.spec, self.world),
+        }
+
+    def base_model(self, console: Any) -> str:
+        from tasks.toy.student import student_cache_key
+
+        target = cache_root() / "toy-students" / student_cache_key(self.spec, self.world)[:16]
+        if (target / "cgd_train.json").is_file():
+            console.print(f"  cached tiny student: {target}")
+            return str(target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=target.parent, prefix=".build-") as tmp:
+            built = self._pretrain(Path(tmp), console)
+            try:
+                os.replace(built, target)  # atomic: a killed build leaves no half-written student behind
+            except OSError:
+                if not (target / "cgd_train.json").is_file():  # someone else finished first: keep theirs
+                    shutil.rmtree(target, ignore_errors=True)
+                    os.replace(built, target)
+        return str(target)
+
+    def _pretrain(self, tmp: Path, console: Any) -> Path:
+        from tasks.toy.student import init_student, pretraining_pairs
+        from trainers import TrainingExample
+        from trainers.loop import TrainConfig, train
+
+        spec = self.spec
+        init = init_student(tmp / "init", spec, self.world)
+        pairs = pretraining_pairs(self.world, seed=spec.init_seed)
+        examples = [TrainingExample(ctx, target, f"pretrain-{i}") for i, (ctx, target) in enumerate(pairs)]
+        console.print(
+            f"  pretraining the tiny student: {len(examples)} examples, {spec.pretrain_steps} steps"
+        )
+        config = TrainConfig(
+            base=str(init),
+            method="sft",
+            out_dir=str(tmp / "student"),
+            lora=False,
+            max_steps=spec.pretrain_steps,
+            lr=spec.lr,
+            batch_size=spec.batch_size,
+            warmup_ratio=spec.warmup_ratio,
+            max_length=spec.max_position_embeddings,
+            seed=spec.init_seed,
+            logging_steps=max(1, spec.pretrain_steps // 10),
+        )
+
+        def report(row: dict[str, Any]) -> None:
+            if "loss" in row:
+                console.print(
+                    f"  [pretrain] step {row.get('step')}/{spec.pretrain_steps} loss {row['loss']:.3f}"
+                )
+
+        train(config, examples, progress=report)
+        return tmp / "student"
+
+    def teacher(self, student: Backend) -> Teacher:
+        from tasks.toy.teacher import ExactToyTeacher
+
+        return ExactToyTeacher()
+
+    def train_items(self) -> list[Item]:
+        from tasks.toy.world import train_items
+
+        items = train_items(self.world)
+        return items[: self.cfg.num_problems] if self.cfg.num_problems else items
+
+    def probe_messages(self, item: Item) -> tuple[Message, ...]:
+        return self.templates.math_messages(item.problem)

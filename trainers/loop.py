@@ -1,0 +1,417 @@
+"""The one training loop every method shares: completion-only loss through transformers' Trainer.
+
+Each example is rendered by `harness.chat.training_texts`, so the prompt is byte-for-byte the evaluation
+prompt; prompt and completion are tokenized separately (no special tokens added: the chat template holds
+whatever BOS the model wants, and the generation backend encodes prompts the same way) and concatenated,
+and the labels of the prompt tokens are -100. LoRA (peft) or full fine-tuning; under `accelerate launch`
+the Trainer spreads the work over GPUs. Output folders load with `PeftModel.from_pretrained(base, out_dir)`
+(LoRA) or `AutoModelForCausalLM.from_pretrained(out_dir)` (full); `cgd_train.json` records base and config.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PrinterCallback,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+    set_seed,
+)
+
+from harness.chat import chat_template_sha, training_texts
+from harness.prompts import PromptTemplates
+from trainers.methods import TrainingExample, get_method
+
+Overlong = Literal["truncate_left", "drop"]
+Progress = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class TrainConfig:
+    """One training run. `max_steps` (optimizer steps) overrides `epochs` when set.
+
+    `lr` defaults to a LoRA-sized rate; the paper's full fine-tuning used 1e-6 (CFT: 5e-6). `bf16="auto"`
+    means bf16 autocast only on a CUDA device that supports it. With LoRA + bf16 the frozen base is loaded in
+    bf16 (adapters stay fp32); full fine-tuning keeps fp32 master weights. `prompt_overrides` must equal
+    the evaluation's PromptTemplates overrides (they only matter for models without a chat template).
+    """
+
+    base: str
+    method: str
+    out_dir: str
+    lora: bool = True
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_target_modules: str | list[str] = "all-linear"
+    epochs: float = 1.0
+    max_steps: int | None = None
+    lr: float = 1e-4
+    batch_size: int = 4
+    grad_accum: int = 1
+    warmup_ratio: float = 0.1
+    lr_scheduler: str = "cosine"
+    max_length: int = 2048
+    overlong: Overlong = "truncate_left"
+    weight_decay: float = 0.0
+    seed: int = 0
+    bf16: bool | Literal["auto"] = "auto"
+    gradient_checkpointing: bool = False
+    logging_steps: int = 10
+    prompt_overrides: dict[str, str] | None = None
+
+    def __post_init__(self) -> None:
+        get_method(self.method)  # fail early, listing the known methods
+        if self.overlong not in ("truncate_left", "drop"):
+            raise ValueError(f"overlong must be 'truncate_left' or 'drop', got {self.overlong!r}")
+        if self.bf16 not in (True, False, "auto"):
+            raise ValueError(f"bf16 must be true, false or 'auto', got {self.bf16!r}")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.max_steps is None and self.epochs <= 0:
+            raise ValueError("epochs must be positive when max_steps is not set")
+        if self.max_length < 2 or self.batch_size < 1 or self.grad_accum < 1 or self.logging_steps < 1:
+            raise ValueError("max_length >= 2, batch_size, grad_accum and logging_steps >= 1 are required")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class TrainResult:
+    out_dir: str
+    method: str
+    steps: int
+    examples_used: int
+    examples_dropped: int
+    examples_truncated: int
+    tokens_trained: int  # non-pad tokens through the forward pass, repeats across epochs included
+    target_tokens_trained: int  # of those, the ones carrying loss
+    seconds: float  # the optimisation loop only (no load/save)
+    tokens_per_second: float
+    final_loss: float | None  # the last logged training loss
+    mean_loss: float | None  # the Trainer's average over the whole run
+    log: list[dict[str, Any]] = field(default_factory=list, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("log")
+        return d
+
+
+def encode_example(
+    tokenizer: Any,
+    example: TrainingExample,
+    *,
+    templates: PromptTemplates | None = None,
+    max_length: int | None = None,
+    overlong: Overlong = "truncate_left",
+) -> tuple[dict[str, list[int]] | None, str]:
+    """({"input_ids", "labels"} or None, status) where status is "ok", "truncated" or "dropped".
+
+    Truncation removes prompt tokens from the left and never target tokens; an example whose target (plus
+    at least one prompt token to predict it from) does not fit is dropped.
+    """
+    prompt, completion = training_texts(
+        tokenizer, example.context, example.target, templates or PromptTemplates()
+    )
+    p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    c = tokenizer(completion, add_special_tokens=False)["input_ids"]
+    status = "ok"
+    if max_length is not None and len(p) + len(c) > max_length:
+        room = max_length - len(c)
+        if overlong == "drop" or room < 1:
+            return None, "dropped"
+        p, status = p[-room:], "truncated"
+    return {"input_ids": p + c, "labels": [-100] * len(p) + c}, status
+
+
+class PadCollator:
+    """Right-pads a batch; padding gets attention 0 and label -100, so it is neither seen nor scored."""
+
+    def __init__(self, pad_id: int) -> None:
+        self.pad_id = pad_id
+
+    def __call__(self, features: Sequence[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
+        width = max(len(f["input_ids"]) for f in features)
+        ids, labels, mask = [], [], []
+        for f in features:
+            pad = width - len(f["input_ids"])
+            ids.append(f["input_ids"] + [self.pad_id] * pad)
+            labels.append(f["labels"] + [-100] * pad)
+            mask.append([1] * len(f["input_ids"]) + [0] * pad)
+        return {
+            "input_ids": torch.tensor(ids),
+            "labels": torch.tensor(labels),
+            "attention_mask": torch.tensor(mask),
+        }
+
+
+def _pad_id(tokenizer: Any) -> int:
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if pad is None:
+        raise ValueError("the tokenizer has neither a pad nor an eos token to pad batches with")
+    return pad
+
+
+@torch.no_grad()
+def mean_target_loss(
+    model: Any,
+    tokenizer: Any,
+    examples: Sequence[TrainingExample],
+    *,
+    templates: PromptTemplates | None = None,
+    max_length: int | None = None,
+    batch_size: int = 8,
+) -> float:
+    """Mean NLL per target token (target + end of turn), counted the way the training loss counts it."""
+    feats = [
+        f
+        for f, _ in (
+            encode_example(tokenizer, e, templates=templates, max_length=max_length) for e in examples
+        )
+        if f is not None
+    ]
+    if not feats:
+        raise ValueError("no example fits max_length")
+    collate, device = PadCollator(_pad_id(tokenizer)), next(model.parameters()).device
+    was_training, total, count = model.training, 0.0, 0
+    model.eval()
+    for i in range(0, len(feats), batch_size):
+        batch = {k: v.to(device) for k, v in collate(feats[i : i + batch_size]).items()}
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
+        labels = batch["labels"][:, 1:]
+        nll = torch.nn.functional.cross_entropy(
+            logits[:, :-1].reshape(-1, logits.size(-1)),
+            labels.reshape(-1),
+            ignore_index=-100,
+            reduction="sum",
+        )
+        total, count = total + nll.item(), count + int((labels != -100).sum())
+    model.train(was_training)
+    return total / count
+
+
+class _CountingTrainer(Trainer):
+    """Counts the tokens each training micro-batch really feeds the model (the dataloader may prefetch)."""
+
+    tokens_seen = 0
+    target_tokens_seen = 0
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if model.training:
+            self.tokens_seen += int(inputs["attention_mask"].sum())
+            self.target_tokens_seen += int((inputs["labels"][:, 1:] != -100).sum())
+        return super().compute_loss(
+            model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+        )
+
+
+class _LogCallback(TrainerCallback):
+    def __init__(self, path: Path, progress: Progress | None) -> None:
+        self.path, self.progress, self.rows = path, progress, []
+        self.trainer: _CountingTrainer | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            self.path.write_text("")  # a rerun into the same folder starts a fresh log
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= state.max_steps:
+            control.should_log = True  # the last step always logs, so final_loss exists for any logging_steps
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs or "loss" not in logs:
+            return  # the end-of-training summary has "train_loss", not "loss"
+        row = {
+            "step": state.global_step,
+            "loss": logs["loss"],
+            "lr": logs.get("learning_rate"),
+            "grad_norm": logs.get("grad_norm"),
+            "epoch": logs.get("epoch"),
+            "tokens": self.trainer.tokens_seen if self.trainer else None,  # this process's count
+            "target_tokens": self.trainer.target_tokens_seen if self.trainer else None,
+        }
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+        self.rows.append(row)
+        if self.progress is not None:
+            self.progress(row)
+
+
+def _use_bf16(setting: bool | str) -> bool:
+    supported = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if setting == "auto":
+        return supported
+    if setting and not supported:
+        raise ValueError("bf16=True needs a CUDA device with bf16 support; use bf16='auto'")
+    return bool(setting)
+
+
+def _load_model(config: TrainConfig, bf16: bool) -> Any:
+    dtype = torch.bfloat16 if (bf16 and config.lora) else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(config.base, dtype=dtype)
+    if not config.lora:
+        return model
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=config.lora_target_modules,
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, lora)
+
+
+def train(
+    config: TrainConfig, examples: Sequence[TrainingExample], progress: Progress | None = None
+) -> TrainResult:
+    """Train `config.base` on `examples` (built for `config.method`); save the result in `config.out_dir`."""
+    started = time.perf_counter()
+    out = Path(config.out_dir)
+    tokenizer = AutoTokenizer.from_pretrained(config.base)
+    templates = PromptTemplates().with_overrides(config.prompt_overrides)
+    feats, counts = [], {"ok": 0, "truncated": 0, "dropped": 0}
+    for ex in examples:
+        feat, status = encode_example(
+            tokenizer, ex, templates=templates, max_length=config.max_length, overlong=config.overlong
+        )
+        counts[status] += 1
+        feats += [feat] if feat is not None else []
+    if not feats:
+        raise ValueError(f"nothing to train: all {len(examples)} examples exceed {config.max_length=}")
+    _prepare_out_dir(out, config.base)
+
+    bf16 = _use_bf16(config.bf16)
+    set_seed(config.seed)  # LoRA initialisation draws from the global RNG
+    callback = _LogCallback(out / "train_log.jsonl", progress)
+    trainer = _CountingTrainer(
+        model=_load_model(config, bf16),
+        args=_training_args(config, bf16),
+        train_dataset=feats,
+        data_collator=PadCollator(_pad_id(tokenizer)),
+        callbacks=[callback],
+    )
+    trainer.remove_callback(PrinterCallback)  # with tqdm off it prints every log dict; we keep our own log
+    callback.trainer = trainer
+    t0 = time.perf_counter()
+    output = trainer.train()
+    seconds = time.perf_counter() - t0
+    trainer.save_model(str(out))  # the adapter only for a PeftModel; gathers shards under FSDP
+    seen = torch.tensor([trainer.tokens_seen, trainer.target_tokens_seen], device=trainer.accelerator.device)
+    tokens, target_tokens = (int(v) for v in trainer.accelerator.reduce(seen, reduction="sum"))  # all ranks
+
+    result = TrainResult(
+        out_dir=str(out),
+        method=config.method,
+        steps=trainer.state.global_step,
+        examples_used=len(feats),
+        examples_dropped=counts["dropped"],
+        examples_truncated=counts["truncated"],
+        tokens_trained=tokens,
+        target_tokens_trained=target_tokens,
+        seconds=seconds,
+        tokens_per_second=tokens / seconds if seconds > 0 else 0.0,
+        final_loss=callback.rows[-1]["loss"] if callback.rows else None,
+        mean_loss=output.training_loss,
+        log=callback.rows,
+    )
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(out)
+        _write_meta(out, config, result, tokenizer, bf16, time.perf_counter() - started)
+    return result
+
+
+def _training_args(config: TrainConfig, bf16: bool) -> TrainingArguments:
+    cuda = torch.cuda.is_available()
+    return TrainingArguments(
+        output_dir=config.out_dir,
+        per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accum,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps if config.max_steps is not None else -1,
+        learning_rate=config.lr,
+        lr_scheduler_type=config.lr_scheduler,
+        warmup_steps=config.warmup_ratio,  # transformers 5 reads a float below 1 as a ratio of all steps
+        weight_decay=config.weight_decay,
+        logging_strategy="steps",
+        logging_steps=config.logging_steps,
+        save_strategy="no",
+        eval_strategy="no",
+        report_to=[],
+        seed=config.seed,
+        data_seed=config.seed,
+        dataloader_num_workers=0,
+        dataloader_pin_memory=cuda,
+        disable_tqdm=True,
+        use_cpu=not cuda,
+        bf16=bf16,
+        remove_unused_columns=False,  # our features are exactly what the model takes
+        label_names=["labels"],  # a PeftModel's forward(**kwargs) hides them from the Trainer's inspection
+        gradient_checkpointing=config.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if config.gradient_checkpointing else None,
+        log_level="warning",
+    )
+
+
+# Files a previous run may have left; removed first so that a LoRA adapter never sits beside new full weights.
+_ARTEFACTS = (
+    "adapter_*",
+    "model*.safetensors*",
+    "pytorch_model*.bin",
+    "config.json",
+    "generation_config.json",
+    "training_args.bin",
+    "train_log.jsonl",
+    "cgd_train.json",
+)
+
+
+def _prepare_out_dir(out: Path, base: str) -> None:
+    if out.resolve() == Path(base).expanduser().resolve():
+        raise ValueError(f"out_dir {out} is the base model's folder")
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    if out.is_dir() and any(out.iterdir()) and not (out / "cgd_train.json").exists():
+        raise ValueError(f"out_dir {out} is not empty and holds no earlier training output; not using it")
+    out.mkdir(parents=True, exist_ok=True)
+    for pattern in _ARTEFACTS:
+        for path in out.glob(pattern):
+            path.unlink()
+
+
+def _write_meta(
+    out: Path, config: TrainConfig, result: TrainResult, tokenizer: Any, bf16: bool, total: float
+) -> None:
+    import peft
+    import transformers
+
+    base_dir = Path(config.base).expanduser()
+    meta = {
+        "method": config.method,
+        "lora": config.lora,
+        # What to load under the adapter: a hub id as given, or the absolute path of a local folder.
+        "base": str(base_dir.resolve()) if base_dir.is_dir() else config.base,
+        "load": "PeftModel.from_pretrained(base, out_dir)" if config.lora else "from_pretrained(out_dir)",
+        "chat_template_sha": chat_template_sha(tokenizer),
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "bf16_used": bf16,
+        "config": config.to_dict(),
+        "result": result.to_dict(),
+        "total_seconds": total,
+        "versions": {m.__name__: m.__version__ for m in (torch, transformers, peft)},
+    }
+    (out / "cgd_train.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
