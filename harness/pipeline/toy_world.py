@@ -72,6 +72,8 @@ class ToyWorld:
     def identity(self) -> dict[str, Any]:
         from tasks.toy.student import student_cache_key
 
+        if self.cfg.base:
+            return {"kind": "toy", "world": asdict(self.world), "base": self.cfg.base}
         return {
             "kind": "toy",
             "world": asdict(self.world),
@@ -81,6 +83,9 @@ class ToyWorld:
 
     def base_model(self, console: Any) -> str:
         from tasks.toy.student import student_cache_key
+
+        if self.cfg.base:  # a real student (e.g. the smol preset) on the toy problems
+            return self.cfg.base
 
         target = cache_root() / "toy-students" / student_cache_key(self.spec, self.world)[:16]
         if (target / "cgd_train.json").is_file():
@@ -133,9 +138,10 @@ class ToyWorld:
         return tmp / "student"
 
     def teacher(self, student: Backend) -> Teacher:
+        from harness.pipeline.worlds import llm_teacher
         from tasks.toy.teacher import ExactToyTeacher
 
-        return ExactToyTeacher()
+        return ExactToyTeacher() if self.cfg.teacher == "exact-toy" else llm_teacher(self.cfg, student)
 
     def train_items(self) -> list[Item]:
         from tasks.toy.world import train_items

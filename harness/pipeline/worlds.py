@@ -47,21 +47,7 @@ class RealWorld:
         return str(self.cfg.base)
 
     def teacher(self, student: Backend) -> Teacher:
-        from trainers.llm_teacher import LLMTeacher, TeacherPrompts
-
-        data = self.cfg.data
-        backend = (
-            student
-            if self.cfg.teacher == self.cfg.base
-            else make_backend("transformers", model=self.cfg.teacher, batch_size=data.get("batch_size", 16))
-        )
-        return LLMTeacher(
-            backend,
-            TeacherPrompts().with_overrides(self.cfg.teacher_prompts),
-            SamplingParams(
-                data.get("teacher_temperature", 0.0), 1.0, data.get("teacher_max_new_tokens", 1024)
-            ),
-        )
+        return llm_teacher(self.cfg, student)
 
     def train_items(self) -> list[Item]:
         from tasks.problems import load_problems
@@ -70,6 +56,22 @@ class RealWorld:
 
     def probe_messages(self, item: Item) -> tuple[Message, ...]:
         return self.templates.math_messages(item.problem)
+
+
+def llm_teacher(cfg: RunConfig, student: Backend) -> Teacher:
+    """The teacher model behind our prompts; the student's own backend when teacher == base."""
+    from trainers.llm_teacher import LLMTeacher, TeacherPrompts
+
+    data = cfg.data
+    backend = (
+        student
+        if cfg.teacher == cfg.base
+        else make_backend("transformers", model=cfg.teacher, batch_size=data.get("batch_size", 16))
+    )
+    sampling = SamplingParams(
+        data.get("teacher_temperature", 0.0), 1.0, data.get("teacher_max_new_tokens", 1024)
+    )
+    return LLMTeacher(backend, TeacherPrompts().with_overrides(cfg.teacher_prompts), sampling)
 
 
 def make_world(cfg: RunConfig, data_dir: Path | None) -> World:
