@@ -18,7 +18,9 @@ from pathlib import Path
 def tiny_model(root: Path) -> str:
     from harness.tiny import build_tiny_llama, byte_bpe_tokenizer
 
-    tok = byte_bpe_tokenizer(["Compute (7 + 5) * 3. Step 1: 7 + 5 = 12. The answer is \\boxed{36}."] * 20, 300)
+    tok = byte_bpe_tokenizer(
+        ["Compute (7 + 5) * 3. Step 1: 7 + 5 = 12. The answer is \\boxed{36}."] * 20, 300
+    )
     return str(build_tiny_llama(root / "tiny", tok, hidden_size=128, layers=4, heads=2, head_dim=64))
 
 
@@ -38,7 +40,9 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model or tiny_model(Path(tmp))
-        texts = [f"Compute ({i % 9 + 1} + {i % 7 + 2}) * {i % 5 + 1}." * (1 + i % 3) for i in range(args.prompts)]
+        texts = [
+            f"Compute ({i % 9 + 1} + {i % 7 + 2}) * {i % 5 + 1}." * (1 + i % 3) for i in range(args.prompts)
+        ]
         templates = PromptTemplates()
         reqs = [GenerationRequest(str(i), templates.math_messages(t), seed=i) for i, t in enumerate(texts)]
         sampling = SamplingParams(temperature=1.0, top_p=0.95, max_new_tokens=args.new)
@@ -57,11 +61,21 @@ def main() -> None:
         torch.manual_seed(0)
         peer_tokens, t0 = 0, time.perf_counter()
         for start in range(0, len(prompts), args.batch_size):
-            enc = tok(prompts[start : start + args.batch_size], return_tensors="pt", padding=True,
-                      add_special_tokens=False)
+            enc = tok(
+                prompts[start : start + args.batch_size],
+                return_tensors="pt",
+                padding=True,
+                add_special_tokens=False,
+            )
             with torch.inference_mode():
-                out = hf.generate(**enc, do_sample=True, temperature=1.0, top_p=0.95, max_new_tokens=args.new,
-                                  pad_token_id=tok.pad_token_id)
+                out = hf.generate(
+                    **enc,
+                    do_sample=True,
+                    temperature=1.0,
+                    top_p=0.95,
+                    max_new_tokens=args.new,
+                    pad_token_id=tok.pad_token_id,
+                )
             gen = out[:, enc["input_ids"].shape[1] :]
             peer_tokens += int((gen != tok.pad_token_id).sum())
         peer_s = time.perf_counter() - t0

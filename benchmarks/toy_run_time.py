@@ -1,0 +1,50 @@
+"""Wall time of the default toy run from a fresh checkout (empty student cache), stage by stage.
+
+    python benchmarks/toy_run_time.py [--methods sft,cft,cgd] [--keep DIR]
+
+Runs `cgd-bench run --methods ...` in a subprocess with an empty CGD_BENCH_CACHE and a fresh output folder,
+then prints each stage's seconds (from the run's timings.json), the total, and its ratio to the 300-second
+budget the product promises (<= 1.0 is the target).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BUDGET_S = 300.0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--methods", default="sft,cft,cgd")
+    ap.add_argument("--keep", help="keep the run folder here instead of a temporary one")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(args.keep or Path(tmp) / "runs")
+        env = {**os.environ, "CGD_BENCH_CACHE": str(Path(tmp) / "cache")}
+        t0 = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-m", "harness.cli", "run", "--methods", args.methods, "--out", str(out)],
+            env=env,
+            check=True,
+        )
+        total = time.perf_counter() - t0
+        (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
+        timings = json.loads((run_dir / "timings.json").read_text())
+    for stage, seconds in timings.items():
+        print(f"{stage:<16} {seconds:8.1f}s")
+    print(
+        f"{'total (process)':<16} {total:8.1f}s  (stages {sum(timings.values()):.1f}s, the rest is start-up)"
+    )
+    print(f"ratio to the {BUDGET_S:.0f}s budget: {total / BUDGET_S:.2f}")
+
+
+if __name__ == "__main__":
+    main()
