@@ -118,7 +118,11 @@ def get_task(name: str) -> Task:
 
 def _load_builtin_tasks() -> None:
     # Imported lazily so that `tasks.base` stays importable from the task modules themselves.
+    import tasks.bbh  # noqa: F401
+    import tasks.ifeval  # noqa: F401
+    import tasks.leaderboard  # noqa: F401
     import tasks.math  # noqa: F401
+    import tasks.truthfulqa  # noqa: F401
 
     try:
         import tasks.toy  # noqa: F401

@@ -114,7 +114,9 @@ def test_loglikelihood_matches_a_manual_forward_pass(backend):
     msgs = PromptTemplates().math_messages("What is 1 + 1?")
     reqs = [LoglikelihoodRequest("a", msgs, " 2"), LoglikelihoodRequest("b", msgs, " the answer is 12345")]
     results = backend.loglikelihood(reqs)
-    ctx = backend.tokenizer(render_prompt(backend.tokenizer, msgs, backend.templates), add_special_tokens=False)
+    ctx = backend.tokenizer(
+        render_prompt(backend.tokenizer, msgs, backend.templates), add_special_tokens=False
+    )
     for r, req_ in zip(results, reqs, strict=True):
         cont = backend.tokenizer(req_.continuation, add_special_tokens=False)["input_ids"]
         ids = torch.tensor([ctx["input_ids"] + cont])

@@ -149,9 +149,10 @@ class CritiqueDataBuilder:
 
     def _assemble(self, items: Sequence[Item]) -> list[CritiqueRecord]:
         rows = {s: [self.logs[s].get((it.id,)) for it in items] for s in STAGES}
-        jobs = [GradeJob(r["completion"], r["finish_reason"], it.gold) for it, r in zip(items, rows["probe"], strict=True)]
-        jobs += [
-            GradeJob(r["completion"], r["finish_reason"], it.gold) for it, r in zip(items, rows["refine"])
+        jobs = [
+            GradeJob(r["completion"], r["finish_reason"], it.gold)
+            for stage in ("probe", "refine")
+            for it, r in zip(items, rows[stage], strict=True)
         ]
         verdicts = self.grade(jobs)
         records = []

@@ -20,8 +20,8 @@ class TeacherPrompts:
     critique_system: str = (
         "You are an expert reviewer of mathematics and science solutions. Check the student's answer "
         "step by step: point out every calculation error, unjustified or missing logical step, and "
-        "unclear explanation, and say how to fix each. Finish with one line that is exactly 'Conclusion: right' if the final answer "
-        "is correct or 'Conclusion: wrong' if it is not."
+        "unclear explanation, and say how to fix each. Finish with one line that is exactly "
+        "'Conclusion: right' if the final answer is correct or 'Conclusion: wrong' if it is not."
     )
     critique_user: str = "Problem:\n{problem}\n\nStudent's answer:\n{answer}\n\nWrite your critique."
     refine_system: str = (
