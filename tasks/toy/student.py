@@ -56,14 +56,14 @@ class StudentSpec:
     """Shape and pretraining recipe of the base student (see docs/toy-world.md for the derivation)."""
 
     vocab_size: int = 512
-    hidden_size: int = 128
+    hidden_size: int = 64
     layers: int = 4
-    heads: int = 4
+    heads: int = 2
     head_dim: int = 32
-    intermediate_size: int = 512
+    intermediate_size: int = 256
     max_position_embeddings: int = 512
-    pretrain_steps: int = 300
-    batch_size: int = 32
+    pretrain_steps: int = 800
+    batch_size: int = 16
     lr: float = 3e-3
     warmup_ratio: float = 0.05
     init_seed: int = 0

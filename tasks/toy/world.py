@@ -34,7 +34,7 @@ class ToyWorldConfig:
     seed: int = 0
     operand_min: int = 1  # start values and operands are drawn from [operand_min, operand_max]
     operand_max: int = 9
-    value_max: int = 99  # correct intermediate values stay in [0, value_max]: at most two digits
+    value_max: int = 19  # correct intermediate values stay in [0, value_max]; see docs/toy-world.md
     id_steps: tuple[int, ...] = (2, 3, 4)  # in-distribution: critique-data problems and toy_id
     ood_steps: tuple[int, ...] = (5, 6)  # harder: toy_ood only (pretraining covers them, fine-tuning not)
     pretrain_steps: tuple[int, ...] = (2, 3, 4, 5, 6)
@@ -45,7 +45,7 @@ class ToyWorldConfig:
         ("train", 60, 80),
         ("test", 80, 100),
     )
-    n_pretrain: int = 9600  # = StudentSpec.pretrain_steps * batch_size: one pass over fresh problems
+    n_pretrain: int = 12800  # = StudentSpec.pretrain_steps * batch_size: one pass over fresh problems
     n_train: int = 1200  # problems of the critique dataset (x, y*, y', c, ŷ)
     n_test_id: int = 300
     n_test_ood: int = 100  # each sampled several times (pass@k)
