@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -192,10 +193,10 @@ def data_build_cmd(
     filters: Annotated[
         str,
         typer.Option(
-            help="Comma-separated filters (refined_correct, conclusion_parsed, "
+            help="Comma-separated filters (nonempty_draft, refined_correct, conclusion_parsed, "
             "no_leak, student_wrong); empty keeps all."
         ),
-    ] = "refined_correct",
+    ] = "nonempty_draft,refined_correct",
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens")] = 1024,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 16,
     teacher_prompts: Annotated[
@@ -317,6 +318,8 @@ def methods_cmd() -> None:
 
 
 def main() -> None:
+    # Per-shard load/save bars from transformers drown our own progress lines; read at its import.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
         app()
     except KeyboardInterrupt:

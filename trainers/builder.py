@@ -42,13 +42,20 @@ def _keep_student_wrong(r: CritiqueRecord) -> bool:
     return r.student_verdict != "correct"
 
 
+def _keep_nonempty_draft(r: CritiqueRecord) -> bool:
+    return bool((r.student_answer or "").strip())
+
+
 FILTERS: dict[str, Callable[[CritiqueRecord], bool]] = {
+    "nonempty_draft": _keep_nonempty_draft,
     "refined_correct": _keep_refined_correct,
     "conclusion_parsed": _keep_conclusion_parsed,
     "no_leak": _keep_no_leak,
     "student_wrong": _keep_student_wrong,
 }
-DEFAULT_FILTERS = ("refined_correct",)
+# A blank draft gives CFT nothing to critique and CGD nothing to refine; every method trains on the same kept
+# records, so it goes for all of them (and is counted).
+DEFAULT_FILTERS = ("nonempty_draft", "refined_correct")
 
 
 def critique_states_gold(critique: str, gold: str) -> bool:

@@ -14,7 +14,7 @@ from harness.types import SamplingParams
 from tasks.base import ScoringContext
 from tasks.data import resolve_data_dir
 from tasks.problems import load_problems
-from trainers.builder import BuildOptions, BuildResult, CritiqueDataBuilder
+from trainers.builder import DEFAULT_FILTERS, BuildOptions, BuildResult, CritiqueDataBuilder
 from trainers.llm_teacher import LLMTeacher, TeacherPrompts
 
 
@@ -31,7 +31,7 @@ class DataBuildConfig:
     student_max_new_tokens: int = 1024
     teacher_max_new_tokens: int = 1024
     batch_size: int = 16
-    filters: list[str] = field(default_factory=lambda: ["refined_correct"])
+    filters: list[str] = field(default_factory=lambda: list(DEFAULT_FILTERS))
     teacher_prompts: dict[str, str] = field(default_factory=dict)
     grader_timeout: float = 5.0
 

@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.backends.base import make_backend
+from harness.backends.base import Backend, make_backend
 from harness.comparison import TaskSpec
 from harness.config import ConfigError
 from harness.manifest import build_manifest
-from harness.pipeline.evaluate import TaskPlan, generate_and_score, summarize_model
+from harness.pipeline.evaluate import TaskPlan, default_label, generate_and_score, summarize_model
 from harness.pipeline.worlds import World, make_world
 from harness.progress import console
 from harness.prompts import PromptTemplates
@@ -30,7 +30,7 @@ from harness.store import RunFolder, config_hash, write_json_atomic
 from harness.types import SamplingParams
 from tasks.base import ScoringContext, get_task
 from tasks.data import resolve_data_dir
-from trainers.builder import BuildOptions, CritiqueDataBuilder
+from trainers.builder import DEFAULT_FILTERS, BuildOptions, CritiqueDataBuilder
 from trainers.records import load_records
 
 BASE_LABEL = "base"
@@ -111,21 +111,39 @@ def run_pipeline(cfg: RunConfig) -> RunOutcome:
     return RunOutcome(run, results, stages.timings, trained, new)
 
 
+class LazyBackend(Backend):
+    """Loads the model on the first generate call: a resumed build whose generation stages are all done
+    re-assembles and re-filters the records without loading anything."""
+
+    def __init__(self, **kwargs: Any):
+        self.kwargs, self._backend = kwargs, None
+        self.name = "transformers"
+
+    @property
+    def label(self) -> str:
+        return default_label(self.kwargs["model"], None)
+
+    def generate(self, requests, sampling, progress=None):  # noqa: ANN001, ANN201 - the Backend signature
+        if self._backend is None:
+            self._backend = make_backend("transformers", **self.kwargs)
+        return self._backend.generate(requests, sampling, progress)
+
+    def close(self) -> None:
+        if self._backend is not None:
+            self._backend.close()
+
+
 def build_critique_data(cfg: RunConfig, world: World, run: RunFolder, base_path: str) -> Path:
     out = run.root / "critique"
     items = world.train_items()
-    if _critique_data_complete(out, items):
-        console.print("  cached")
-        return out / "records.jsonl"
     data = cfg.data
     sampling = SamplingParams(
         data.get("student_temperature", 0.0), 1.0, data.get("student_max_new_tokens", 1024)
     )
-    options = BuildOptions(
-        student_sampling=sampling, filters=tuple(data.get("filters", ["refined_correct"])), seed=cfg.seed
-    )
+    filters = tuple(data.get("filters", DEFAULT_FILTERS))
+    options = BuildOptions(student_sampling=sampling, filters=filters, seed=cfg.seed)
     with (
-        make_backend("transformers", model=base_path, batch_size=data.get("batch_size", 32)) as student,
+        LazyBackend(model=base_path, batch_size=data.get("batch_size", 32)) as student,
         ScoringContext() as ctx,
     ):
         teacher = world.teacher(student)
@@ -141,22 +159,10 @@ def build_critique_data(cfg: RunConfig, world: World, run: RunFolder, base_path:
     s = result.summary
     console.print(
         f"  {s['problems']} problems, student accuracy {s['student_accuracy']:.3f}, refined accuracy "
-        f"{s['refined_accuracy']:.3f}, kept {s['kept']}, conclusions {s['conclusions']}"
+        f"{s['refined_accuracy']:.3f}, conclusions {s['conclusions']}, filters removed {s['filters']}, "
+        f"kept {s['kept']}"
     )
     return out / "records.jsonl"
-
-
-def _critique_data_complete(out: Path, items: list[Any]) -> bool:
-    """All three stages hold every item and the records were assembled: skip loading any model."""
-    from harness.store import SampleLog
-
-    if not (out / "summary.json").is_file() or not (out / "records.jsonl").is_file():
-        return False
-    ids = {(it.id,) for it in items}
-    return all(
-        ids <= {(r["item_id"],) for r in SampleLog(out / f"{s}.jsonl", ("item_id",)).records()}
-        for s in ("probe", "critique", "refine")
-    )
 
 
 def model_label(method: str, seed: int, key: str) -> str:

@@ -68,6 +68,12 @@ class ToyWorld:
                 f"{', '.join(sorted(TRAIN_SIDE_KEYS))} can be overridden"
             )
         self.templates = PromptTemplates().with_overrides(cfg.prompts)
+        import torch
+
+        if not torch.cuda.is_available() and cfg.base is None:
+            # Measured on 2 cores: the 0.2 M-parameter student trains 17x faster on one thread than on two
+            # threads that share the cores with anything else; intra-op parallelism only adds sync overhead.
+            torch.set_num_threads(1)
 
     def identity(self) -> dict[str, Any]:
         from tasks.toy.student import student_cache_key

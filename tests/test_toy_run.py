@@ -1,0 +1,91 @@
+"""The toy pipeline end to end (reduced `toy-ci` preset): folder, table, resume, determinism, and that every
+trained model differs from the base student."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from harness.cli import app
+
+runner = CliRunner()
+
+
+def toy_run(out, cache, monkeypatch, *extra):
+    monkeypatch.setenv("CGD_BENCH_CACHE", str(cache))
+    result = runner.invoke(app, ["run", "--preset", "toy-ci", "--out", str(out), *extra])
+    assert result.exit_code == 0, result.output
+    return result
+
+
+@pytest.fixture(scope="module")
+def first(tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    root = tmp_path_factory.mktemp("toy")
+    result = toy_run(root / "runs", root / "cache", mp)
+    mp.undo()
+    (run_dir,) = (root / "runs").iterdir()
+    return root, run_dir, result
+
+
+def test_folder_table_and_stages(first):
+    root, run_dir, result = first
+    assert {p.name for p in run_dir.iterdir()} >= {
+        "config.yaml",
+        "manifest.json",
+        "critique",
+        "models",
+        "samples",
+        "results.json",
+        "timings.json",
+        "report",
+    }
+    results = json.loads((run_dir / "results.json").read_text())
+    comp = results["comparison"]
+    assert comp["rows"] == ["base", "sft", "cft", "cgd"] and comp["tasks"] == [
+        "toy_id",
+        "toy_ood",
+        "toy_format",
+    ]
+    assert (
+        comp["cells"]["cgd"]["toy_ood"]["metric"] == "avg@2"
+        and comp["cells"]["base"]["toy_id"]["num_items"] == 24
+    )
+    assert set(comp["vs_base"]) == {"sft", "cft", "cgd"} and set(comp["vs_sft"]) == {"cft", "cgd"}
+    table = (run_dir / "report" / "table.md").read_text()
+    assert table.splitlines()[4].startswith("| base |") and "(n=2, items=8)" in table
+    assert "| base |" in result.output and "stage times:" in result.output
+    summary = results["critique_data"]
+    assert (
+        summary["problems"] == 96 and summary["refined_accuracy"] == 1.0
+    )  # the exact teacher is never wrong
+    assert set(summary["filters"]) == {"nonempty_draft", "refined_correct"}
+    # Every method trained the same number of steps on the same records.
+    steps = {label: r["steps"] for label, r in results["training"].items()}
+    assert len(set(steps.values())) == 1
+
+
+def test_every_trained_model_differs_from_the_base(first):
+    from safetensors.torch import load_file
+
+    _, run_dir, _ = first
+    base_dir = json.loads((run_dir / "manifest.json").read_text())["base"]
+    base = load_file(f"{base_dir}/model.safetensors")
+    for model_dir in (run_dir / "models").iterdir():
+        trained = load_file(str(model_dir / "model.safetensors"))
+        assert any(not base[k].equal(trained[k]) for k in base), model_dir.name
+
+
+def test_second_run_trains_nothing_and_fresh_run_is_identical(first, monkeypatch):
+    root, run_dir, _ = first
+    before = (run_dir / "results.json").read_bytes()
+    again = toy_run(root / "runs", root / "cache", monkeypatch)
+    assert "trained 0 model(s), 0 new samples" in again.output
+    assert (run_dir / "results.json").read_bytes() == before
+    fresh = toy_run(root / "runs2", root / "cache2", monkeypatch)  # from scratch: new student, new data
+    assert "trained 3 model(s)" in fresh.output
+    (other,) = (root / "runs2").iterdir()
+    assert other.name == run_dir.name
+    assert (other / "results.json").read_bytes() == before
