@@ -63,8 +63,11 @@ def test_timeout_returns_within_limit(grader: MathGrader) -> None:
 
 def test_grade_from_non_main_thread(grader: MathGrader) -> None:
     out: list = []
-    th = threading.Thread(target=lambda: out.append(grader.grade("so \\boxed{\\dfrac{\\sqrt{3}}{2}}", "stop",
-                                                                  "\\frac{\\sqrt3}{2}")))
+    th = threading.Thread(
+        target=lambda: out.append(
+            grader.grade("so \\boxed{\\dfrac{\\sqrt{3}}{2}}", "stop", "\\frac{\\sqrt3}{2}")
+        )
+    )
     th.start()
     th.join(timeout=60)
     assert out and out[0].outcome == "correct", out
@@ -77,8 +80,15 @@ def test_truncated_keeps_extracted_answer(grader: MathGrader) -> None:
 
 def test_pool_created_in_thread_keeps_order_and_survives_dead_worker() -> None:
     # The hanging pair goes last so the other jobs do not wait for the replacement worker to start.
-    pairs = [("x^2+2x+1", "(x+1)^2"), ("025", "25"), ("\\{1,2\\}", "\\{2,1\\}"), ("3", "4"),
-             ("\\frac{1}{2}", "0.5"), ("(1,2)", "(2,1)"), ("9^{9^{9}}", "1")]
+    pairs = [
+        ("x^2+2x+1", "(x+1)^2"),
+        ("025", "25"),
+        ("\\{1,2\\}", "\\{2,1\\}"),
+        ("3", "4"),
+        ("\\frac{1}{2}", "0.5"),
+        ("(1,2)", "(2,1)"),
+        ("9^{9^{9}}", "1"),
+    ]
     out: dict = {}
 
     def body() -> None:

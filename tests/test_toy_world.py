@@ -45,7 +45,7 @@ def test_splits_are_disjoint_by_construction() -> None:
     assert [len(s) for s in test_sets] == [CFG.n_test_id, CFG.n_test_ood, CFG.n_test_format]  # no repeats
     for i, a in enumerate(test_sets):
         assert not a & train
-        for b in test_sets[i + 1:]:
+        for b in test_sets[i + 1 :]:
             assert not a & b
     pre = sample_problems(CFG, "pretrain", CFG.pretrain_steps, 2000, "pretrain:0", distinct=False)
     assert all(split_of(p, CFG) == "pretrain" for p in pre)
@@ -167,8 +167,13 @@ def test_tasks_load_and_score() -> None:
     p = ToyProblem.from_meta(fitems[0].metadata)
     text = INSTRUCTIONS["end_word"].render(p.steps(), p.answer())
     (s,) = toy_fmt.score(fitems[:1], [Completion("c", "", text, "stop", 0, 0)], ScoringContext())
-    assert s.scores == {"prompt_strict": 1.0, "prompt_loose": 1.0, "inst_strict": 1.0, "inst_loose": 1.0,
-                        "accuracy": 1.0}
+    assert s.scores == {
+        "prompt_strict": 1.0,
+        "prompt_loose": 1.0,
+        "inst_strict": 1.0,
+        "inst_loose": 1.0,
+        "accuracy": 1.0,
+    }
 
 
 def test_cgd_example_token_length() -> None:

@@ -101,7 +101,10 @@ def run_pipeline(cfg: RunConfig) -> RunOutcome:
     )
     records_path = stages.run("critique data", lambda: build_critique_data(cfg, world, run, base_path))
     trained: list[str] = []
-    models = stages.run("training", lambda: train_all(cfg, run, base_path, records_path, trained))
+    models = stages.run(
+        "training",
+        lambda: train_all(cfg, run, base_path, records_path, trained, config_hash(world.identity())),
+    )
     models = [ModelEntry(BASE_LABEL, BASE_LABEL, None, base_path), *models]
     plans = stages.run("plan tasks", lambda: plan_run_tasks(cfg, data_dir))
     new = stages.run("evaluation", lambda: evaluate_models(cfg, run, models, plans, templates))
@@ -170,7 +173,7 @@ def model_label(method: str, seed: int, key: str) -> str:
 
 
 def train_all(
-    cfg: RunConfig, run: RunFolder, base_path: str, records_path: Path, trained: list[str]
+    cfg: RunConfig, run: RunFolder, base_path: str, records_path: Path, trained: list[str], base_key: str
 ) -> list[ModelEntry]:
     import json
 
@@ -196,7 +199,7 @@ def train_all(
                     "seed": seed,
                     "train": settings,
                     "records": records_sha,
-                    "base": base_path,
+                    "base": base_key,  # what the base is, not where it is cached
                     "method_prompts": cfg.method_prompts,
                     "prompts": cfg.prompts,
                 }
