@@ -54,3 +54,14 @@ def test_unknown_method_flag_exit_2(tmp_path):
     result = runner.invoke(app, ["run", "--methods", "sft,cft,telepathy", "--out", str(tmp_path)])
     assert result.exit_code == 2 and "unknown training method 'telepathy'" in result.output
     assert list(tmp_path.iterdir()) == []
+
+
+def test_smol_preset_resolves_to_a_real_student_on_toy_problems():
+    from harness.pipeline.toy_world import ToyWorld
+
+    cfg = resolve_run_config("smol", None, {})
+    assert cfg.base == "smollm2-135m-instruct" and cfg.teacher == "exact-toy" and cfg.problems == "toy"
+    assert cfg.task_eval("ifeval")["limit"] == 100 and cfg.train["lora"] is True
+    world = ToyWorld(cfg)
+    assert world.identity()["base"] == "smollm2-135m-instruct"
+    assert world.base_model(console=None) == "smollm2-135m-instruct"  # no toy student is built
