@@ -102,7 +102,7 @@ def test_smollm2_answers_simple_arithmetic(smol_dir):
 @pytest.mark.slow
 @needs_smol
 def test_smollm2_runs_ifeval_limit_20(smol_dir, data_dir, tmp_path):
-    args = ["eval", "--model", NAME, "--tasks", "ifeval", "--limit", "20", "--max-new-tokens", "384"]
+    args = ["eval", "--model", NAME, "--tasks", "ifeval", "--limit", "20", "--max-new-tokens", "256"]
     args += ["--batch-size", "20", "--data-dir", str(data_dir), "--out", str(tmp_path)]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output

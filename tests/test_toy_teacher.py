@@ -96,13 +96,24 @@ def test_correct_solution_concluded_right() -> None:
 
 def test_hand_written_critiques() -> None:
     p = ToyProblem(7, (("+", 5), ("*", 3), ("-", 4)))
-    arith = "Step 1: 7 + 5 = 12\nStep 2: 12 * 3 = 38\nStep 3: 38 - 4 = 34\nThe answer is \\boxed{34}."
-    assert critique_text(p, arith).startswith("Step 2 computes 12 * 3 = 38, but 12 * 3 = 36.")
-    no_box = "Step 1: 7 + 5 = 12\nStep 2: 12 * 3 = 36\nStep 3: 36 - 4 = 32"
+    arith = "Step 1: 7+5=12\nStep 2: 12*3=38\nStep 3: 38-4=34\nThe answer is \\boxed{34}."
+    assert critique_text(p, arith).startswith("Step 2 computes 12*3=38, but 12*3=36.")
+    # Spaced drafts are read the same way: the student may space its output however it likes.
+    spaced = "Step 1: 7 + 5 = 12\nStep 2: 12 * 3 = 38\nStep 3: 38 - 4 = 34\nThe answer is \\boxed{34}."
+    assert critique_text(p, spaced) == critique_text(p, arith)
+    skip = "Step 1: 7+5=12\nStep 2: 12-4=8\nThe answer is \\boxed{8}."
+    assert critique_text(p, skip).startswith(
+        "Step 2 applies '-4', but the operation '*3' comes first and was skipped."
+    )
+    operand = "Step 1: 7+5=12\nStep 2: 12*4=48\nStep 3: 48-4=44\nThe answer is \\boxed{44}."
+    assert critique_text(p, operand).startswith(
+        "Step 2 applies '*4', but the problem says '*3' at this point."
+    )
+    no_box = "Step 1: 7+5=12\nStep 2: 12*3=36\nStep 3: 36-4=32"
     assert critique_text(p, no_box) == (
         "Every step is correct, but the final answer is not given in \\boxed{}.\nConclusion: wrong"
     )
-    short = "Step 1: 7 + 5 = 12"
+    short = "Step 1: 7+5=12"
     crit = critique_text(p, short)
     assert "stops after step 1" in crit and "not given in \\boxed{}" in crit
     assert critique_text(p, "I like turtles.").endswith("Conclusion: wrong")
@@ -155,10 +166,10 @@ def test_teacher_protocol_completions() -> None:
     item = make_item(p, "x-1", CFG, "train")
     assert isinstance(item, Item) and item.gold == "14"
     teacher = ExactToyTeacher()
-    draft = "Step 1: 3 * 4 = 12\nStep 2: 12 + 2 = 15\nThe answer is \\boxed{15}."
+    draft = "Step 1: 3*4=12\nStep 2: 12+2=15\nThe answer is \\boxed{15}."
     (crit,) = teacher.critique([TeacherJob("k1", item, draft)])
     assert crit.key == "k1" and crit.finish_reason == "stop" and crit.text.endswith("Conclusion: wrong")
-    assert "Step 2 computes 12 + 2 = 15, but 12 + 2 = 14." in crit.text
+    assert "Step 2 computes 12+2=15, but 12+2=14." in crit.text
     assert crit.completion_tokens == len(crit.text.split())
     (ref,) = teacher.refine([TeacherJob("k1", item, draft, crit.text)])
     assert ref.text == correct_solution(p) and ref.key == "k1" and ref.finish_reason == "stop"

@@ -78,6 +78,7 @@ def test_reference_error_rate_and_clean_variant() -> None:
 
 def test_parser_round_trip_and_garbage() -> None:
     p = ToyProblem(7, (("+", 5), ("*", 3), ("-", 4)))
+    assert p.text() == "Compute ((7+5)*3)-4." and correct_solution(p).splitlines()[1] == "Step 2: 12*3=36"
     parsed = parse_solution(correct_solution(p))
     assert [s.result for s in parsed.steps] == [12, 36, 32] and parsed.answer == 32
     loose = parse_solution("Sure!\n**step 1)** 7+5 = 12.\nSTEP 2: 12 x 3 = 36\n\\boxed{ 36 }")
@@ -94,28 +95,28 @@ def test_parser_round_trip_and_garbage() -> None:
 @pytest.mark.parametrize(
     ("kind", "text", "strict", "loose"),
     [
-        ("end_word", "Step 1: 1 + 1 = 2\nThe answer is \\boxed{2}.\nDONE", True, True),
-        ("end_word", "Step 1: 1 + 1 = 2\nThe answer is \\boxed{2}. done", True, True),  # IFEval ignores case
+        ("end_word", "Step 1: 1+1=2\nThe answer is \\boxed{2}.\nDONE", True, True),
+        ("end_word", "Step 1: 1+1=2\nThe answer is \\boxed{2}. done", True, True),  # IFEval ignores case
         # Loose drops the last line.
-        ("end_word", "Step 1: 1 + 1 = 2\nDONE\nThe answer is \\boxed{2}.", False, True),
-        ("end_word", "Step 1: 1 + 1 = 2\nThe answer is \\boxed{2}.", False, False),
-        ("quotation", '"Step 1: 1 + 1 = 2\nThe answer is \\boxed{2}."', True, True),
-        ("quotation", 'Here it is:\n"Step 1: 1 + 1 = 2"', False, True),  # loose drops the first line
-        ("quotation", '"Step 1: 1 + 1 = 2', False, False),
-        ("lowercase", "step 1: 1 + 1 = 2\nthe answer is \\boxed{2}.", True, True),
+        ("end_word", "Step 1: 1+1=2\nDONE\nThe answer is \\boxed{2}.", False, True),
+        ("end_word", "Step 1: 1+1=2\nThe answer is \\boxed{2}.", False, False),
+        ("quotation", '"Step 1: 1+1=2\nThe answer is \\boxed{2}."', True, True),
+        ("quotation", 'Here it is:\n"Step 1: 1+1=2"', False, True),  # loose drops the first line
+        ("quotation", '"Step 1: 1+1=2', False, False),
+        ("lowercase", "step 1: 1+1=2\nthe answer is \\boxed{2}.", True, True),
         # Only the first line has capitals, and loose may drop it.
-        ("lowercase", "Step 1: 1 + 1 = 2\nthe answer is \\boxed{2}.", False, True),
-        ("lowercase", "Step 1: 1 + 1 = 2\nThe answer is \\boxed{2}.\nOK", False, False),
-        ("answer_line", "Step 1: 1 + 1 = 2\nANSWER: 2", True, True),
-        ("answer_line", "Step 1: 1 + 1 = 2\n**ANSWER: 2**", False, True),  # loose strips markdown
+        ("lowercase", "Step 1: 1+1=2\nthe answer is \\boxed{2}.", False, True),
+        ("lowercase", "Step 1: 1+1=2\nThe answer is \\boxed{2}.\nOK", False, False),
+        ("answer_line", "Step 1: 1+1=2\nANSWER: 2", True, True),
+        ("answer_line", "Step 1: 1+1=2\n**ANSWER: 2**", False, True),  # loose strips markdown
         # The box breaks strict; loose drops the last line, which removes it.
-        ("answer_line", "Step 1: 1 + 1 = 2\nANSWER: 2\n\\boxed{2}", False, True),
-        ("answer_line", "ANSWER: 2\nStep 1: 1 + 1 = 2\nThe answer is \\boxed{2}.", False, False),
-        ("answer_line", "Step 1: 1 + 1 = 2\nThe answer is \\boxed{2}.", False, False),
+        ("answer_line", "Step 1: 1+1=2\nANSWER: 2\n\\boxed{2}", False, True),
+        ("answer_line", "ANSWER: 2\nStep 1: 1+1=2\nThe answer is \\boxed{2}.", False, False),
+        ("answer_line", "Step 1: 1+1=2\nThe answer is \\boxed{2}.", False, False),
         ("answer_only", "\\boxed{2}", True, True),
         ("answer_only", "The answer is \\boxed{2}.", True, True),
-        ("answer_only", "Step 1: 1 + 1 = 2\n\\boxed{2}", False, True),  # loose drops the step line
-        ("answer_only", "Step 1: 1 + 1 = 2\nStep 2: 2 + 1 = 3\n\\boxed{3}", False, False),
+        ("answer_only", "Step 1: 1+1=2\n\\boxed{2}", False, True),  # loose drops the step line
+        ("answer_only", "Step 1: 1+1=2\nStep 2: 2+1=3\n\\boxed{3}", False, False),
     ],
 )
 def test_format_checkers(kind: str, text: str, strict: bool, loose: bool) -> None:
@@ -200,4 +201,4 @@ def test_cgd_example_token_length() -> None:
         text = render_prompt(tok, (Message("user", user),), PromptTemplates()) + refined_text(p, draft)
         lengths.append(len(tok(text)["input_ids"]))
     mean = sum(lengths) / len(lengths)
-    assert max(lengths) <= 270 and mean <= 230, (max(lengths), mean)
+    assert max(lengths) <= 250 and mean <= 210, (max(lengths), mean)

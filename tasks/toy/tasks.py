@@ -50,9 +50,9 @@ class _ToyMathTask(_ToyTask):
 @register_task("toy_id")
 class ToyID(_ToyMathTask):
     description = "Toy world, in-distribution: 2-4 step integer chains, test split (MATH-500 analogue)."
-    # The longest in-distribution solution is ~70 tokens with the toy tokenizer; 2x leaves room for a
+    # The longest in-distribution solution is 60 tokens with the toy tokenizer; ~2x leaves room for a
     # rambling answer without letting a looping student burn the evaluation budget.
-    default_max_new_tokens = 160
+    default_max_new_tokens = 128
 
     def load(self, data_dir: Path | None) -> list[Item]:
         probs = id_test_problems(self.config)
@@ -62,8 +62,8 @@ class ToyID(_ToyMathTask):
 @register_task("toy_ood")
 class ToyOOD(_ToyMathTask):
     description = "Toy world, harder: 5-6 step chains, sampled several times for pass@k (AIME analogue)."
-    # Longest OOD solution ~100 tokens; same 2x margin rule, rounded up.
-    default_max_new_tokens = 224
+    # Longest OOD solution 86 tokens; same ~2x margin rule.
+    default_max_new_tokens = 176
     #: Suggested sampling for pass@k, like the paper's AIME evaluation (CFT's AIME script uses T=0.8).
     default_samples = 8
     default_temperature = 0.8
@@ -78,7 +78,7 @@ class ToyFormat(_ToyTask):
     description = "Toy world, format following: one output-format instruction per problem (IFEval analogue)."
     kind = "format"
     primary_metric = "prompt_strict"
-    default_max_new_tokens = 160
+    default_max_new_tokens = 128  # longest compliant response: an in-distribution solution + a few tokens
 
     def load(self, data_dir: Path | None) -> list[Item]:
         items = []

@@ -35,7 +35,7 @@ class Diagnosis:
 
 
 def _op_text(op: str, b: int) -> str:
-    return f"'{op} {b}'"
+    return f"'{op}{b}'"
 
 
 def diagnose(problem: ToyProblem, draft: ParsedSolution) -> Diagnosis:
@@ -51,7 +51,7 @@ def diagnose(problem: ToyProblem, draft: ParsedSolution) -> Diagnosis:
         return Diagnosis(
             "unparseable",
             None,
-            "The response is not a step-by-step solution: it has no line of the form 'Step k: a + b = c' "
+            "The response is not a step-by-step solution: it has no line of the form 'Step k: a+b=c' "
             "and no final answer in \\boxed{}.",
         )
     for i, want in enumerate(truth, 1):
@@ -59,7 +59,8 @@ def diagnose(problem: ToyProblem, draft: ParsedSolution) -> Diagnosis:
             where = "gives no steps" if i == 1 else f"stops after step {i - 1}"
             todo = _op_text(want.op, want.operand)
             return Diagnosis(
-                "missing", i,
+                "missing",
+                i,
                 f"The solution {where}: step {i} should apply {todo} to {want.left}, "
                 f"and {n - i + 1} of the {n} operations are never carried out.",
             )
@@ -71,9 +72,10 @@ def diagnose(problem: ToyProblem, draft: ParsedSolution) -> Diagnosis:
             return _wrong_operation(problem, i, got, want)
         if got.result != want.result:
             return Diagnosis(
-                "arith", i,
-                f"Step {i} computes {got.left} {got.op} {got.operand} = {got.result}, "
-                f"but {got.left} {got.op} {got.operand} = {want.result}.",
+                "arith",
+                i,
+                f"Step {i} computes {got.left}{got.op}{got.operand}={got.result}, "
+                f"but {got.left}{got.op}{got.operand}={want.result}.",
             )
     if len(draft.steps) > n:
         return Diagnosis(
@@ -85,7 +87,8 @@ def diagnose(problem: ToyProblem, draft: ParsedSolution) -> Diagnosis:
         )
     if draft.answer != truth[-1].result:
         return Diagnosis(
-            "answer", None,
+            "answer",
+            None,
             f"Every step is correct, but the boxed answer {draft.boxed} does not match the last step, "
             f"which gives {truth[-1].result}.",
         )

@@ -1,11 +1,11 @@
 """The toy world: chained integer arithmetic solved one operation per step, with exact checking.
 
 A problem is a start value and a chain of operations, shown fully parenthesised:
-    Compute ((7 + 5) * 3) - 4.
+    Compute ((7+5)*3)-4.
 Its canonical solution applies one operation per line and boxes the last value:
-    Step 1: 7 + 5 = 12
-    Step 2: 12 * 3 = 36
-    Step 3: 36 - 4 = 32
+    Step 1: 7+5=12
+    Step 2: 12*3=36
+    Step 3: 36-4=32
     The answer is \\boxed{32}.
 Every step depends on the previous result, so an early slip propagates to the final answer, which is
 what makes "find the first wrong step" a meaningful critique. The reasoning behind every default is in
@@ -18,13 +18,12 @@ import hashlib
 import random
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from harness.types import Item
 
 OPS: tuple[str, ...] = ("+", "-", "*")
 ERROR_KINDS: tuple[str, ...] = ("arith", "operand", "skip")
-SPLITS: tuple[str, ...] = ("pretrain", "train", "test")
 
 
 @dataclass(frozen=True)
@@ -69,8 +68,11 @@ class ToyProblem:
     def expression(self) -> str:
         text = str(self.start)
         for i, (op, b) in enumerate(self.ops):
-            # The outermost operation needs no parentheses; all inner ones do, so order is unambiguous.
-            text = f"{text} {op} {b}" if i == 0 else f"({text}) {op} {b}"
+            # The outermost operation needs no parentheses; all inner ones do, so order is unambiguous. No
+            # spaces: with digits split one per token, " 5" becomes " " + "5", and a context full of identical
+            # " " tokens in front of every number is what kept the student from learning to copy numbers
+            # (docs/toy-world.md, "Why no spaces").
+            text = f"{text}{op}{b}" if i == 0 else f"({text}){op}{b}"
         return text
 
     def text(self) -> str:
@@ -101,7 +103,7 @@ class Step:
     result: int
 
     def render(self) -> str:
-        return f"Step {self.index}: {self.left} {self.op} {self.operand} = {self.result}"
+        return f"Step {self.index}: {self.left}{self.op}{self.operand}={self.result}"
 
 
 def apply_op(left: int, op: str, operand: int) -> int:
@@ -244,7 +246,6 @@ class ParsedSolution:
     boxed: str | None  # raw content of the last \boxed{...}
     malformed_steps: int = 0  # lines that start like "Step k" but do not parse
     other_lines: int = 0  # non-empty lines that are neither steps nor the boxed line
-    lines: tuple[str, ...] = field(default=(), repr=False)
 
     @property
     def answer(self) -> int | None:
@@ -279,7 +280,7 @@ def parse_solution(text: str) -> ParsedSolution:
         elif "\\boxed" not in line:
             other += 1
     boxes = _BOXED_RE.findall(text)
-    return ParsedSolution(tuple(steps), boxes[-1] if boxes else None, malformed, other, lines)
+    return ParsedSolution(tuple(steps), boxes[-1] if boxes else None, malformed, other)
 
 
 # --- items ----------------------------------------------------------------------------------------
