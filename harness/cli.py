@@ -142,6 +142,10 @@ def run_cmd(
     name: Annotated[str | None, typer.Option(help="Run name (folder prefix).")] = None,
     out: Annotated[str | None, typer.Option(help="Folder that holds run folders.")] = None,
     data_dir: Annotated[str | None, typer.Option("--data-dir")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="Parallel training/evaluation processes (default: 2 for the toy student on CPU)."),
+    ] = None,
 ) -> None:
     """The whole pipeline: base model, critique data, training per method and seed, evaluation, table."""
     from harness.pipeline.run import run_pipeline
@@ -156,6 +160,7 @@ def run_cmd(
         "name": name,
         "out": out,
         "data_dir": data_dir,
+        "workers": workers,
     }
     try:
         if seeds is not None:
@@ -170,7 +175,7 @@ def run_cmd(
     typer.echo(table)
     typer.echo(
         f"run folder: {outcome.run.root}  (trained {len(outcome.trained)} model(s), "
-        f"{outcome.new_samples} new samples)"
+        f"{outcome.new_samples} new samples, {outcome.workers} worker(s))"
     )
     typer.echo("stage times: " + ", ".join(f"{k} {v:.1f}s" for k, v in outcome.timings.items()))
 

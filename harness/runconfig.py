@@ -64,6 +64,9 @@ class RunConfig:
     out: str = "runs"
     data_dir: str | None = None
     bootstrap: int = 2000
+    workers: int | None = (
+        None  # parallel training/evaluation processes; None: 2 for the tiny toy student on CPU
+    )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -90,6 +93,8 @@ class RunConfig:
             raise ConfigError("no methods given")
         if not self.seeds:
             raise ConfigError("no seeds given")
+        if self.workers is not None and self.workers < 1:
+            raise ConfigError(f"workers must be at least 1, got {self.workers}")
         if len(set(self.methods)) != len(self.methods):
             raise ConfigError("a method is listed twice")
         try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import Executor, Future, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,8 @@ from harness.backends.base import Backend, make_backend
 from harness.comparison import TaskSpec
 from harness.config import ConfigError
 from harness.manifest import build_manifest
-from harness.pipeline.evaluate import TaskPlan, default_label, generate_and_score, summarize_model
+from harness.pipeline.evaluate import TaskPlan, default_label, summarize_model
+from harness.pipeline.jobs import JobTiming, default_workers, eval_job, make_executor, train_job
 from harness.pipeline.worlds import World, make_world
 from harness.progress import console
 from harness.prompts import PromptTemplates
@@ -52,6 +54,7 @@ class RunOutcome:
     timings: dict[str, float]
     trained: list[str] = field(default_factory=list)  # labels trained by this invocation
     new_samples: int = 0
+    workers: int = 1
 
 
 class Stages:
@@ -91,27 +94,35 @@ def run_pipeline(cfg: RunConfig) -> RunOutcome:
     world = make_world(cfg, data_dir)
     run = RunFolder.for_config(Path(cfg.out), cfg.name, run_folder_identity(cfg, world))
     run.write_config(cfg.to_dict())
-    templates = PromptTemplates().with_overrides(cfg.prompts)
-    stages = Stages(5)
+    stages = Stages(4)
     console.print(f"run folder: {run.root}")
-
+    plans = stages.run("plan tasks", lambda: plan_run_tasks(cfg, data_dir))  # bad task data fails first
     base_path = stages.run("base model", lambda: world.base_model(console))
     run.write_manifest(
         build_manifest(seeds=cfg.seeds, data_seed=cfg.seed, base=base_path, world=world.identity())
     )
-    records_path = stages.run("critique data", lambda: build_critique_data(cfg, world, run, base_path))
+    workers = cfg.workers or default_workers(cfg.base)
+    base_key = config_hash(world.identity())
+    jobs: list[JobTiming] = []
     trained: list[str] = []
-    models = stages.run(
-        "training",
-        lambda: train_all(cfg, run, base_path, records_path, trained, config_hash(world.identity())),
-    )
+    with make_executor(workers) as pool:
+        # The base model's evaluation needs nothing but the base, so it runs beside the critique data.
+        base_eval = pool.submit(eval_job, cfg, run.root, BASE_LABEL, base_path, data_dir)
+        records_path = stages.run("critique data", lambda: build_critique_data(cfg, world, run, base_path))
+        models = stages.run(
+            f"training and evaluation ({workers} worker{'s' if workers > 1 else ''})",
+            lambda: train_and_evaluate(
+                cfg, run, pool, base_path, records_path, base_key, data_dir, jobs, trained
+            ),
+        )
+        jobs.append(base_eval.result())
     models = [ModelEntry(BASE_LABEL, BASE_LABEL, None, base_path), *models]
-    plans = stages.run("plan tasks", lambda: plan_run_tasks(cfg, data_dir))
-    new = stages.run("evaluation", lambda: evaluate_models(cfg, run, models, plans, templates))
+    new = sum(j.result for j in jobs if j.name.startswith("eval "))
     results = summarize_run(cfg, run, models, plans, records_path)
     write_json_atomic(run.results_path, results)
-    write_json_atomic(run.root / "timings.json", stages.timings)
-    return RunOutcome(run, results, stages.timings, trained, new)
+    timings = {**stages.timings, "jobs": {j.name: j.seconds for j in sorted(jobs, key=lambda j: j.name)}}
+    write_json_atomic(run.root / "timings.json", timings)
+    return RunOutcome(run, results, stages.timings, trained, new, workers)
 
 
 class LazyBackend(Backend):
@@ -172,12 +183,22 @@ def model_label(method: str, seed: int, key: str) -> str:
     return f"{method}-s{seed}-{key[:6]}"
 
 
-def train_all(
-    cfg: RunConfig, run: RunFolder, base_path: str, records_path: Path, trained: list[str], base_key: str
+def train_and_evaluate(
+    cfg: RunConfig,
+    run: RunFolder,
+    pool: Executor,
+    base_path: str,
+    records_path: Path,
+    base_key: str,
+    data_dir: Path | None,
+    jobs: list[JobTiming],
+    trained: list[str],
 ) -> list[ModelEntry]:
+    """One training job per (method, seed) not yet trained; each model's evaluation as soon as it exists."""
     import json
 
     from trainers import MethodPrompts, build_examples
+    from trainers.loop import TrainConfig
 
     records = load_records(records_path)
     records_sha = config_hash([r.to_dict() for r in records], length=16)
@@ -189,7 +210,9 @@ def train_all(
         }
     except ValueError as exc:
         raise ConfigError(f"{records_path}: {exc}") from None
-    entries = []
+    entries: list[ModelEntry] = []
+    pending: dict[Future, ModelEntry] = {}
+    evals: list[Future] = []
     for method in cfg.methods:
         for seed in cfg.seeds:
             settings = cfg.method_train_settings(method)
@@ -205,36 +228,40 @@ def train_all(
                 }
             )
             label = model_label(method, seed, key)
-            out = run.root / "models" / label
-            done_marker = out / "cgd_train.json"
-            if not done_marker.is_file():
-                from trainers.loop import TrainConfig, train  # torch + Trainer: only when there is work
-
-                console.print(f"  training {label} ({len(records)} records)")
-                # Seed-dependent methods (cgd-irrelevant's derangement) are rebuilt with the training seed.
-                examples = (
-                    examples_by_method[method]
-                    if seed == 0
-                    else build_examples(method, records, seed, prompts=prompts, templates=templates)
-                )
-                config = TrainConfig(
-                    base=base_path,
-                    method=method,
-                    out_dir=str(out),
-                    seed=seed,
-                    prompt_overrides=cfg.prompts or None,
-                    **settings,
-                )
-                train(config, examples, progress=_train_progress(label))
-                trained.append(label)
-            else:
-                console.print(f"  {label}: cached")
-            result = json.loads(done_marker.read_text()).get("result")
-            entries.append(ModelEntry(label, method, seed, str(out), result))
+            entry = ModelEntry(label, method, seed, str(run.root / "models" / label))
+            entries.append(entry)
+            if (Path(entry.path) / "cgd_train.json").is_file():
+                console.print(f"  {entry.label}: trained (cached)")
+                evals.append(pool.submit(eval_job, cfg, run.root, entry.label, entry.path, data_dir))
+                continue
+            # Seed-dependent methods (cgd-irrelevant's derangement) are rebuilt with the training seed.
+            examples = (
+                examples_by_method[method]
+                if seed == 0
+                else build_examples(method, records, seed, prompts=prompts, templates=templates)
+            )
+            config = TrainConfig(
+                base=base_path,
+                method=method,
+                out_dir=entry.path,
+                seed=seed,
+                prompt_overrides=cfg.prompts or None,
+                **settings,
+            )
+            pending[pool.submit(train_job, config, examples, entry.label)] = entry
+    for future in as_completed(pending):
+        entry = pending[future]
+        jobs.append(future.result())
+        trained.append(entry.label)
+        evals.append(pool.submit(eval_job, cfg, run.root, entry.label, entry.path, data_dir))
+    jobs.extend(f.result() for f in evals)
+    for entry in entries:
+        entry.train_result = json.loads((Path(entry.path) / "cgd_train.json").read_text()).get("result")
+    trained.sort(key=[e.label for e in entries].index)
     return entries
 
 
-def _train_progress(label: str) -> Callable[[dict[str, Any]], None]:
+def train_progress(label: str) -> Callable[[dict[str, Any]], None]:
     def report(row: dict[str, Any]) -> None:
         if "loss" in row:
             console.print(
@@ -261,33 +288,7 @@ def plan_run_tasks(cfg: RunConfig, data_dir: Path | None) -> list[TaskPlan]:
     return plans
 
 
-def evaluate_models(
-    cfg: RunConfig,
-    run: RunFolder,
-    models: list[ModelEntry],
-    plans: list[TaskPlan],
-    templates: PromptTemplates,
-) -> int:
-    new = 0
-    with ScoringContext() as ctx:
-        for entry in models:
-            pending = [
-                p for p in plans if _incomplete(run, entry.label, p, cfg.task_eval(p.task.name).get("n", 1))
-            ]
-            if not pending:
-                console.print(f"  {entry.label}: cached")
-                continue
-            batch = cfg.eval.get("batch_size", 32)
-            with make_backend(
-                "transformers", model=entry.path, templates=templates, batch_size=batch, label=entry.label
-            ) as backend:
-                for plan in pending:
-                    n = cfg.task_eval(plan.task.name).get("n", 1)
-                    new += generate_and_score(run, backend, entry.label, plan, n, cfg.seed, templates, ctx)
-    return new
-
-
-def _incomplete(run: RunFolder, label: str, plan: TaskPlan, n: int) -> bool:
+def incomplete(run: RunFolder, label: str, plan: TaskPlan, n: int) -> bool:
     log = run.samples(label, plan.task.name)
     per = 1 if plan.task.output_type == "loglikelihood" else n
     return any((it.id, s) not in log for it in plan.items for s in range(per))
@@ -316,7 +317,8 @@ def summarize_run(
     comparison = compare_methods(run, methods, specs, cfg.bootstrap)
     training = {e.label: _stable_train_result(e.train_result) for e in models if e.train_result}
     critique = json.loads((records_path.parent / "summary.json").read_text())
-    portable = {k: v for k, v in cfg.to_dict().items() if k not in ("out", "data_dir")}
+    # Where the run lives and how many processes ran it do not change a number in it.
+    portable = {k: v for k, v in cfg.to_dict().items() if k not in ("out", "data_dir", "workers")}
     return results_document(
         portable, per_model, methods=methods, comparison=comparison, training=training, critique_data=critique
     )
