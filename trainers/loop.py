@@ -236,6 +236,7 @@ class _LogCallback(TrainerCallback):
             return  # the end-of-training summary has "train_loss", not "loss"
         row = {
             "step": state.global_step,
+            "max_steps": state.max_steps,
             "loss": logs["loss"],
             "lr": logs.get("learning_rate"),
             "grad_norm": logs.get("grad_norm"),

@@ -262,11 +262,21 @@ def train_and_evaluate(
 
 
 def train_progress(label: str) -> Callable[[dict[str, Any]], None]:
+    """Step, loss and a linear ETA; the label is escaped, or rich would read `[sft-s0-...]` as markup."""
+    from rich.markup import escape
+
+    start = time.perf_counter()
+
     def report(row: dict[str, Any]) -> None:
-        if "loss" in row:
-            console.print(
-                f"  [{label}] step {row.get('step')}/{row.get('max_steps', '?')} loss {row['loss']:.4f}"
-            )
+        if "loss" not in row:
+            return
+        step, total = row.get("step") or 0, row.get("max_steps")
+        eta = ""
+        if total and step:
+            eta = f", eta {(time.perf_counter() - start) * (total - step) / step:.0f}s"
+        console.print(
+            escape(f"  [{label}] step {step}/{total or '?'} loss {row['loss']:.4f}") + eta, highlight=False
+        )
 
     return report
 

@@ -134,13 +134,9 @@ class ToyWorld:
             logging_steps=max(1, spec.pretrain_steps // 10),
         )
 
-        def report(row: dict[str, Any]) -> None:
-            if "loss" in row:
-                console.print(
-                    f"  [pretrain] step {row.get('step')}/{spec.pretrain_steps} loss {row['loss']:.3f}"
-                )
+        from harness.pipeline.run import train_progress
 
-        train(config, examples, progress=report)
+        train(config, examples, progress=train_progress("pretrain"))
         return tmp / "student"
 
     def teacher(self, student: Backend) -> Teacher:
