@@ -126,3 +126,67 @@ def test_loglikelihood_matches_a_manual_forward_pass(backend):
         manual = sum(lp[start - 1 + j, t].item() for j, t in enumerate(cont))
         assert r.num_tokens == len(cont) and abs(r.logprob - manual) < 1e-3
     assert results[0].logprob > results[1].logprob  # more tokens, lower joint probability
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_decode_with_early_ending_rows_matches_transformers_generate(backend, temperature):
+    """Rows that end are dropped from the batch; the others must come out exactly as generate() makes them."""
+    import copy
+
+    import torch
+    from transformers import LogitsProcessorList
+
+    from harness.backends.transformers_backend import SeededSampler, decode
+
+    tok, model = backend.tokenizer, copy.deepcopy(backend.model)
+    torch.manual_seed(0)
+    with torch.no_grad():  # large random weights: outputs that depend on the prompt, so rows end apart
+        for param in model.parameters():
+            param.normal_(0.0, 0.5)
+    prompts = ["What is 1 + 1?", "Let $x$ be real.", "Find the sum of all integers.", "Q?", "Why not"]
+    encoded = [
+        tok(backend.render(req(str(i), p)), add_special_tokens=False)["input_ids"]
+        for i, p in enumerate(prompts)
+    ]
+    width = max(map(len, encoded))
+    ids = torch.tensor([[tok.pad_token_id] * (width - len(e)) + e for e in encoded])
+    mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded])
+    seeds = [11, 12, 13, 14, 15]
+
+    def sampler():
+        return SeededSampler(seeds, temperature, 0.9, "cpu") if temperature else None
+
+    def reference(eos: list[int]) -> list[list[int]]:
+        s = sampler()
+        procs = LogitsProcessorList([lambda _ids, scores: s(scores)] if s else [])
+        with torch.inference_mode():
+            out = model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                max_new_tokens=20,
+                do_sample=False,
+                logits_processor=procs,
+                eos_token_id=eos,
+                pad_token_id=tok.pad_token_id,
+                temperature=None,
+                top_p=None,
+                top_k=None,
+            )
+        rows = []
+        for row in out[:, width:].tolist():
+            cut = next((i + 1 for i, t in enumerate(row) if t in eos), len(row))
+            rows.append(row[:cut])
+        return rows
+
+    free = reference([tok.vocab_size + 7])  # an id that is never produced: no row ends
+
+    def ends(token: int) -> list[int]:
+        return [row.index(token) if token in row else len(row) for row in free]
+
+    # The "eos" that ends the rows at the most different steps, so that rows leave the batch one by one.
+    eos = [max(sorted({t for row in free for t in row}), key=lambda t: len(set(ends(t))))]
+    want = reference(eos)
+    assert len({len(r) for r in want}) > 1, "the test needs rows of different lengths"
+    with torch.inference_mode():
+        got = decode(model, ids, mask, 20, set(eos), sampler())
+    assert got == want
