@@ -39,6 +39,16 @@ class Bar:
             eta = (self.total - self.done) / rate if rate > 0 else float("nan")
             print(f"[{self.label}] {self.done}/{self.total} ({rate:.2f}/s, eta {eta:.0f}s)", file=sys.stderr)
 
+    def heartbeat(self, detail: str) -> None:
+        """Inside one long batch (a real model on CPU can spend minutes on one): what it is doing now."""
+        if self._progress is not None and self._task_id is not None:
+            self._progress.update(self._task_id, description=f"{self.label} ({detail})")
+            return
+        now = time.perf_counter()
+        if now - self._last_print > 30:
+            self._last_print = now
+            print(f"[{self.label}] {self.done}/{self.total} done; {detail}", file=sys.stderr)
+
 
 @contextmanager
 def progress_bar(label: str, total: int) -> Iterator[Bar]:

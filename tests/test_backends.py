@@ -190,3 +190,24 @@ def test_decode_with_early_ending_rows_matches_transformers_generate(backend, te
     with torch.inference_mode():
         got = decode(model, ids, mask, 20, set(eos), sampler())
     assert got == want
+
+
+def test_long_batches_report_a_heartbeat(backend):
+    class Recorder:
+        def __init__(self):
+            self.done, self.beats = 0, []
+
+        def __call__(self, advance):
+            self.done += advance
+
+        def heartbeat(self, detail):
+            self.beats.append(detail)
+
+    rec = Recorder()
+    out = backend.generate([req("a", "What is 1 + 1?")], SamplingParams(max_new_tokens=70), progress=rec)
+    assert rec.done == 1
+    # One line per 32 tokens while a row is still writing: none if the untrained model happened to stop early.
+    expected = [
+        f"token {k}, 1/1 of this batch still writing" for k in (32, 64) if out[0].completion_tokens > k
+    ]
+    assert rec.beats == expected

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -144,7 +144,10 @@ class TransformersBackend(Backend):
             batch = order[start : start + self.batch_size]
             t0 = time.perf_counter()
             outs = self._generate_batch(
-                [encoded[i] for i in batch], [requests[i].seed for i in batch], sampling
+                [encoded[i] for i in batch],
+                [requests[i].seed for i in batch],
+                sampling,
+                on_step=_heartbeat(progress, len(batch)),
             )
             per = (time.perf_counter() - t0) / len(batch)
             for i, (ids, text, reason) in zip(batch, outs, strict=True):
@@ -162,7 +165,11 @@ class TransformersBackend(Backend):
         return [r for r in results if r is not None]
 
     def _generate_batch(
-        self, encoded: list[list[int]], seeds: list[int], sampling: SamplingParams
+        self,
+        encoded: list[list[int]],
+        seeds: list[int],
+        sampling: SamplingParams,
+        on_step: Callable[[int, int], None] | None = None,
     ) -> list[tuple[list[int], str, str]]:
         import torch
 
@@ -176,7 +183,9 @@ class TransformersBackend(Backend):
             else SeededSampler(seeds, sampling.temperature, sampling.top_p, self.device)
         )
         with torch.inference_mode():
-            rows = decode(self.model, input_ids, mask, sampling.max_new_tokens, set(self.eos_ids), sampler)
+            rows = decode(
+                self.model, input_ids, mask, sampling.max_new_tokens, set(self.eos_ids), sampler, on_step
+            )
         return [self._finish(ids, sampling) for ids in rows]
 
     def _finish(self, ids: list[int], sampling: SamplingParams) -> tuple[list[int], str, str]:
@@ -234,8 +243,21 @@ class TransformersBackend(Backend):
         self.model = None  # type: ignore[assignment]
 
 
+def _heartbeat(progress: ProgressFn | None, batch: int) -> Callable[[int, int], None] | None:
+    beat = getattr(progress, "heartbeat", None)
+    if beat is None:
+        return None
+    return lambda step, alive: beat(f"token {step}, {alive}/{batch} of this batch still writing")
+
+
 def decode(
-    model: Any, input_ids: Any, mask: Any, max_new_tokens: int, eos: set[int], sampler: SeededSampler | None
+    model: Any,
+    input_ids: Any,
+    mask: Any,
+    max_new_tokens: int,
+    eos: set[int],
+    sampler: SeededSampler | None,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> list[list[int]]:
     """Greedy decoding (exact sampling when `sampler` adds Gumbel noise) with a KV cache, dropping each row
     from the batch as soon as it ends. A static batch keeps computing every finished row until the longest
@@ -267,6 +289,8 @@ def decode(
                 keep.append(j)
         if not keep or step == max_new_tokens - 1:
             break
+        if on_step is not None and step % 32 == 31:
+            on_step(step + 1, len(keep))
         if droppable and len(keep) < len(alive):
             index = torch.tensor(keep, device=tokens.device)
             cache.batch_select_indices(index)
