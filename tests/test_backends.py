@@ -211,3 +211,37 @@ def test_long_batches_report_a_heartbeat(backend):
         f"token {k}, 1/1 of this batch still writing" for k in (32, 64) if out[0].completion_tokens > k
     ]
     assert rec.beats == expected
+
+
+def test_masked_gqa_on_cpu_is_exact(monkeypatch):
+    """The CPU grouped-query shortcut (no KV-cache copy) gives the same logits as transformers' own path."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers.integrations import sdpa_attention
+
+    from harness.backends.cpu_attention import enable_masked_gqa_on_cpu
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=50,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        attn_implementation="sdpa",
+    )
+    model = LlamaForCausalLM(config).eval()
+    ids = torch.randint(3, 50, (3, 9))
+    mask = torch.ones_like(ids)
+    mask[0, :4] = 0  # left padding: the case transformers sends down the copying path
+    mask[1, :2] = 0
+    assert enable_masked_gqa_on_cpu()
+    assert sdpa_attention.use_gqa_in_sdpa(mask, torch.zeros(1, 2, 3, 16), torch.zeros(1, 2, 3, 16))
+    with torch.inference_mode():
+        fast = model(input_ids=ids, attention_mask=mask).logits
+    monkeypatch.setattr(sdpa_attention, "use_gqa_in_sdpa", lambda *a: False)  # force the copying path
+    with torch.inference_mode():
+        slow = model(input_ids=ids, attention_mask=mask).logits
+    assert torch.allclose(fast[mask.bool()], slow[mask.bool()], atol=1e-6, rtol=0)

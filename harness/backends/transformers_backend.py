@@ -95,6 +95,10 @@ class TransformersBackend(Backend):
             model_obj = PeftModel.from_pretrained(model_obj, self.adapter)
             model_obj = model_obj.merge_and_unload()  # plain forward passes: faster and identical outputs
         self.model = model_obj.to(self.device).eval()
+        if self.device == "cpu":
+            from harness.backends.cpu_attention import enable_masked_gqa_on_cpu
+
+            enable_masked_gqa_on_cpu()
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
