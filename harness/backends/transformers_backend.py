@@ -270,10 +270,17 @@ def decode(
     Positions follow the attention mask (left padding), as transformers' generate computes them, so a row's
     tokens do not depend on its batch-mates; tests/test_backends.py compares against one-by-one decoding.
     """
+    import inspect
+
     import torch
 
+    # Only the last position's logits are needed: a full (batch, prompt, vocab) tensor is gigabytes for a
+    # 49 k vocabulary and few-shot prompts (BBH), as generate() also avoids.
+    last_only = (
+        {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+    )
     positions = (mask.long().cumsum(-1) - 1).clamp_min(0)
-    out = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True)
+    out = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True, **last_only)
     cache, logits = out.past_key_values, out.logits[:, -1, :]
     next_pos = positions[:, -1:] + 1
     rows: list[list[int]] = [[] for _ in range(input_ids.shape[0])]
