@@ -115,6 +115,18 @@ class RunConfig:
         return {**self.train, **self.method_train.get(method, {})}
 
 
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Mappings merge key by key (a config that sets `train: {lr: ...}` keeps the preset's other train keys);
+    anything else, lists included, is replaced."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
 def preset_names() -> list[str]:
     return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
 
@@ -143,6 +155,6 @@ def resolve_run_config(
             raise ConfigError(
                 f"{source}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}"
             )
-        merged.update(data)
+        merged = deep_merge(merged, data)
     merged["preset"] = preset or "none"
     return RunConfig(**merged).validate()

@@ -65,3 +65,14 @@ def test_smol_preset_resolves_to_a_real_student_on_toy_problems():
     world = ToyWorld(cfg)
     assert world.identity()["base"] == "smollm2-135m-instruct"
     assert world.base_model(console=None) == "smollm2-135m-instruct"  # no toy student is built
+
+
+def test_config_file_sections_merge_into_the_preset(tmp_path):
+    over = tmp_path / "over.yaml"
+    over.write_text(
+        "preset: smol\ntrain: {lr: 1.0e-4}\ntask_settings: {ifeval: {limit: 7}}\nmethods: [cgd]\n"
+    )
+    cfg = resolve_run_config(None, over, {})
+    assert cfg.train["lr"] == 1.0e-4 and cfg.train["lora"] is True  # the preset's other train keys stay
+    assert cfg.task_eval("ifeval") == {**cfg.eval, "limit": 7, "max_new_tokens": 512}
+    assert cfg.methods == ["cgd"]  # lists are replaced, not appended

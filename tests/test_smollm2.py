@@ -119,3 +119,37 @@ def test_smollm2_runs_ifeval_limit_20(smol_dir, data_dir, tmp_path):
     # A real instruction-tuned model follows some instructions; loose can only be more lenient.
     assert metrics["inst_level_loose_acc"]["value"] > 0
     assert metrics["prompt_level_loose_acc"]["value"] >= metrics["prompt_level_strict_acc"]["value"]
+
+
+@pytest.mark.slow
+@needs_smol
+def test_smol_preset_runs_end_to_end_at_reduced_size(smol_dir, data_dir, tmp_path):
+    """The smol preset's whole pipeline with the real model (drafts, exact teacher, LoRA training of each
+    method, evaluation on toy and real tasks), shrunk by a config over the preset so it takes minutes."""
+    small = tmp_path / "small.yaml"
+    small.write_text(
+        "preset: smol\n"
+        "num_problems: 24\n"
+        "methods: [sft, cgd]\n"
+        "tasks: [toy_id, ifeval, math500]\n"
+        "train: {batch_size: 8, logging_steps: 1}\n"
+        "data: {student_max_new_tokens: 96}\n"
+        "eval: {max_new_tokens: 96}\n"
+        "task_settings:\n"
+        "  toy_id: {limit: 8}\n"
+        "  ifeval: {limit: 4, max_new_tokens: 96}\n"
+        "  math500: {limit: 4, max_new_tokens: 96}\n"
+    )
+    args = ["run", "--config", str(small), "--out", str(tmp_path / "runs"), "--data-dir", str(data_dir)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["comparison"]["rows"] == ["base", "sft", "cgd"]
+    for label, tasks in results["models"].items():
+        assert set(tasks) == {"toy_id", "ifeval", "math500"}, label
+        assert tasks["toy_id"]["num_items"] == 8 and tasks["ifeval"]["num_items"] == 4
+    critique = results["critique_data"]
+    assert critique["problems"] == 24 and critique["refined_accuracy"] == 1.0  # the exact teacher
+    for model in (run_dir / "models").iterdir():  # LoRA adapters, loadable by `cgd-bench eval --adapter`
+        assert (model / "adapter_config.json").is_file() or (model / "config.json").is_file(), model
