@@ -245,3 +245,39 @@ def test_masked_gqa_on_cpu_is_exact(monkeypatch):
     with torch.inference_mode():
         slow = model(input_ids=ids, attention_mask=mask).logits
     assert torch.allclose(fast[mask.bool()], slow[mask.bool()], atol=1e-6, rtol=0)
+
+
+def test_masked_gqa_on_cpu_trains_like_the_copying_path(monkeypatch):
+    """The shortcut stays on in a process that trains after evaluating (the smol preset): same gradients."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers.integrations import sdpa_attention
+
+    from harness.backends.cpu_attention import enable_masked_gqa_on_cpu
+
+    config = LlamaConfig(
+        vocab_size=50,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        attn_implementation="sdpa",
+    )
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    ids = torch.randint(3, 50, (2, 7))
+    mask = torch.ones_like(ids)
+    mask[0, :3] = 0
+
+    def grads():
+        model.zero_grad()
+        model(input_ids=ids, attention_mask=mask, labels=ids.masked_fill(mask == 0, -100)).loss.backward()
+        return [p.grad.clone() for p in model.parameters()]
+
+    assert enable_masked_gqa_on_cpu()
+    fast = grads()
+    monkeypatch.setattr(sdpa_attention, "use_gqa_in_sdpa", lambda *a: False)
+    slow = grads()
+    assert all(torch.allclose(a, b, atol=1e-5, rtol=1e-4) for a, b in zip(fast, slow, strict=True))
