@@ -30,9 +30,12 @@ def test_bbh_items_cover_27_subtasks_round_robin(data_dir):
     assert items[0].id == "boolean_expressions/0" and items[27].id == "boolean_expressions/1"
     first = items[0]
     assert "canary" not in first.problem and not first.problem.startswith("-----")
-    assert first.problem.startswith("Evaluate the result of a random Boolean expression.")
-    assert first.problem.endswith("\n\nQ: not ( True ) and ( True ) is\nA: Let's think step by step.")
-    assert first.gold == "False"
+    # The CoT preamble comes from the prompt file, the question and gold from the subtask's first row.
+    row = json.loads((data_dir / "bbh" / "boolean_expressions.jsonl").read_text().splitlines()[0])
+    preamble = (data_dir / "bbh" / "cot-prompts" / "boolean_expressions.txt").read_text()
+    assert first.problem.split("\n")[0] in preamble and len(first.problem.split("\n")[0]) > 20
+    assert first.problem.endswith(f"\n\nQ: {row['input']}\nA: Let's think step by step.")
+    assert first.gold == row["target"]
     sizes = {s: sum(it.metadata["subtask"] == s for it in items) for s in SUBTASKS}
     assert sizes["causal_judgement"] == 187 and sizes["penguins_in_a_table"] == 146 and sizes["snarks"] == 178
 
