@@ -39,7 +39,7 @@ def main() -> None:
         total = time.perf_counter() - t0
         (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
         timings = json.loads((run_dir / "timings.json").read_text())
-    jobs = timings.pop("jobs", {})
+    jobs, workers = timings.pop("jobs", {}), timings.pop("workers", 1)
     for stage, seconds in timings.items():
         print(f"{stage:<44} {seconds:8.1f}s")
     for job, seconds in jobs.items():
@@ -47,13 +47,9 @@ def main() -> None:
     stages = sum(timings.values())
     print(f"{'total (process)':<44} {total:8.1f}s  (stages {stages:.1f}s, the rest is start-up)")
     if jobs:
-        wall = timings.get(_parallel_stage(timings), 0.0)
-        print(f"job seconds {sum(jobs.values()):.1f} in {wall:.1f}s of wall")
+        wall = timings.get("training and evaluation", 0.0)
+        print(f"job seconds {sum(jobs.values()):.1f} in {wall:.1f}s of wall on {workers} worker(s)")
     print(f"ratio to the {BUDGET_S:.0f}s budget: {total / BUDGET_S:.2f}")
-
-
-def _parallel_stage(timings: dict[str, float]) -> str:
-    return next((k for k in timings if k.startswith("training and evaluation")), "")
 
 
 if __name__ == "__main__":

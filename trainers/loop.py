@@ -14,7 +14,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,6 +30,7 @@ from transformers import (
 )
 
 from harness.chat import chat_template_sha, training_texts
+from harness.named_models import resolve_model_name
 from harness.prompts import PromptTemplates
 from trainers.methods import TrainingExample, get_method
 
@@ -282,6 +283,8 @@ def train(
 ) -> TrainResult:
     """Train `config.base` on `examples` (built for `config.method`); save the result in `config.out_dir`."""
     started = time.perf_counter()
+    # A named model (e.g. smollm2-135m-instruct) trains from its local folder, as it generates from it.
+    config = replace(config, base=resolve_model_name(config.base))
     out = Path(config.out_dir)
     tokenizer = AutoTokenizer.from_pretrained(config.base)
     templates = PromptTemplates().with_overrides(config.prompt_overrides)

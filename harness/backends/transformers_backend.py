@@ -29,11 +29,7 @@ from harness.types import (
 def resolve_model_source(model: str, adapter: str | None) -> tuple[str, str | None]:
     """(base model, adapter): a named model's local folder; a folder holding only a peft adapter names its
     own base."""
-    from harness.named_models import resolve_named_model
-
-    def named(source: str) -> str:
-        # An existing local path wins over a named model of the same spelling.
-        return source if Path(source).exists() else resolve_named_model(source) or source
+    from harness.named_models import resolve_model_name as named
 
     if adapter is None:
         # An adapter folder may name a named model as its base (base_model_name_or_path).

@@ -110,7 +110,7 @@ def run_pipeline(cfg: RunConfig) -> RunOutcome:
         base_eval = pool.submit(eval_job, cfg, run.root, BASE_LABEL, base_path, data_dir)
         records_path = stages.run("critique data", lambda: build_critique_data(cfg, world, run, base_path))
         models = stages.run(
-            f"training and evaluation ({workers} worker{'s' if workers > 1 else ''})",
+            "training and evaluation",
             lambda: train_and_evaluate(
                 cfg, run, pool, base_path, records_path, base_key, data_dir, jobs, trained
             ),
@@ -120,7 +120,8 @@ def run_pipeline(cfg: RunConfig) -> RunOutcome:
     new = sum(j.result for j in jobs if j.name.startswith("eval "))
     results = summarize_run(cfg, run, models, plans, records_path)
     write_json_atomic(run.results_path, results)
-    timings = {**stages.timings, "jobs": {j.name: j.seconds for j in sorted(jobs, key=lambda j: j.name)}}
+    jobs_s = {j.name: j.seconds for j in sorted(jobs, key=lambda j: j.name)}
+    timings = {**stages.timings, "jobs": jobs_s, "workers": workers}
     write_json_atomic(run.root / "timings.json", timings)
     return RunOutcome(run, results, stages.timings, trained, new, workers)
 
