@@ -60,6 +60,25 @@ class Task(ABC):
         """Score completions[i] against items[i]."""
 
 
+class VerbatimPromptTask(Task):
+    """A benchmark whose item text is the whole user turn (IFEval, BBH's few-shot prompt, lm-eval's
+    leaderboard contexts): no system prompt and no answer-format instruction, as their reference
+    implementations send them."""
+
+    def messages(self, item: Item, templates: PromptTemplates) -> tuple[Message, ...]:
+        return (Message("user", item.problem),)
+
+
+def require_unique_ids(items: Sequence[Item], where: str) -> list[Item]:
+    """Samples are keyed by item id, so two items with one id would silently share samples."""
+    seen: set[str] = set()
+    for it in items:
+        if it.id in seen:
+            raise TaskError(f"{where}: duplicate item id {it.id!r}")
+        seen.add(it.id)
+    return list(items)
+
+
 class ScoringContext:
     """Holds scoring resources that are costly to start (the math-verify worker pool) for one run."""
 

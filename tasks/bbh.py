@@ -22,9 +22,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from harness.grading import strip_think
-from harness.prompts import PromptTemplates
-from harness.types import Completion, Item, Message, Verdict
-from tasks.base import Scored, ScoringContext, Task, TaskError, register_task
+from harness.types import Completion, Item, Verdict
+from tasks.base import (
+    Scored,
+    ScoringContext,
+    TaskError,
+    VerbatimPromptTask,
+    register_task,
+    require_unique_ids,
+)
 from tasks.data import read_jsonl
 
 SUBTASKS: tuple[str, ...] = (
@@ -98,7 +104,7 @@ def bbh_prompt(cot_prompt: str, question: str) -> str:
 
 
 @register_task("bbh")
-class BBH(Task):
+class BBH(VerbatimPromptTask):
     description = "BIG-Bench Hard, 27 tasks, 6511 items, 3-shot CoT, exact match on 'the answer is X'"
     kind = "exact_match"
     primary_metric = "exact_match"
@@ -131,12 +137,7 @@ class BBH(Task):
                 ]
             )
         items = [tasks[i] for i in range(max(map(len, per_task))) for tasks in per_task if i < len(tasks)]
-        if len({it.id for it in items}) != len(items):
-            raise TaskError(f"{data_dir / 'bbh'}: duplicate item ids")
-        return items
-
-    def messages(self, item: Item, templates: PromptTemplates) -> tuple[Message, ...]:
-        return (Message("user", item.problem),)
+        return require_unique_ids(items, str(data_dir / "bbh"))
 
     def score(
         self, items: Sequence[Item], completions: Sequence[Completion], ctx: ScoringContext

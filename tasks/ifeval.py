@@ -22,9 +22,15 @@ from pathlib import Path
 from typing import Any
 
 from harness.grading import strip_think
-from harness.prompts import PromptTemplates
-from harness.types import Completion, Item, Message, Verdict
-from tasks.base import Scored, ScoringContext, Task, TaskError, register_task
+from harness.types import Completion, Item, Verdict
+from tasks.base import (
+    Scored,
+    ScoringContext,
+    TaskError,
+    VerbatimPromptTask,
+    register_task,
+    require_unique_ids,
+)
 from tasks.data import hub_rows, read_jsonl
 from tasks.nltk_data import ifeval_modules
 
@@ -63,7 +69,7 @@ def ifeval_scores(item: Item, checks: dict[str, Any]) -> dict[str, float]:
 
 
 @register_task("ifeval")
-class IFEval(Task):
+class IFEval(VerbatimPromptTask):  # lm-eval's doc_to_text is the bare prompt
     description = "IFEval, 541 prompts with 25 kinds of verifiable instructions (lm-eval checkers)"
     kind = "ifeval"
     primary_metric = "prompt_level_strict_acc"
@@ -107,13 +113,7 @@ class IFEval(Task):
             )
             for row, ids, kwargs in parsed
         ]
-        if len({it.id for it in items}) != len(items):
-            raise TaskError(f"{where}: duplicate IFEval keys")
-        return items
-
-    def messages(self, item: Item, templates: PromptTemplates) -> tuple[Message, ...]:
-        # lm-eval's doc_to_text is the bare prompt: no system prompt, no added instruction.
-        return (Message("user", item.problem),)
+        return require_unique_ids(items, where)
 
     def score(
         self, items: Sequence[Item], completions: Sequence[Completion], ctx: ScoringContext

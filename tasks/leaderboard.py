@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.prompts import PromptTemplates
-from harness.types import Completion, Item, LoglikelihoodRequest, LoglikelihoodResult, Message, Verdict
-from tasks.base import Scored, ScoringContext, Task, TaskError, register_task
+from harness.types import Completion, Item, LoglikelihoodRequest, LoglikelihoodResult, Verdict
+from tasks.base import Scored, ScoringContext, TaskError, VerbatimPromptTask, register_task
 
 HUB_HOST = ("huggingface.co", 443)
 
@@ -50,7 +50,7 @@ def _task_manager() -> Any:
     return TaskManager()
 
 
-class LmEvalChoiceTask(Task):
+class LmEvalChoiceTask(VerbatimPromptTask):
     """One of our tasks over one or more lm-eval multiple-choice tasks (their docs concatenated)."""
 
     kind = "multiple_choice"
@@ -104,9 +104,6 @@ class LmEvalChoiceTask(Task):
                     )
                 )
         return items
-
-    def messages(self, item: Item, templates: PromptTemplates) -> tuple[Message, ...]:
-        return (Message("user", item.problem),)
 
     def loglikelihood_requests(self, item: Item, templates: PromptTemplates) -> list[LoglikelihoodRequest]:
         msgs, delim = self.messages(item, templates), item.metadata["delimiter"]

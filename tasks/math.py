@@ -8,7 +8,7 @@ from typing import Any
 
 from harness.grading import GradeJob
 from harness.types import Completion, Item
-from tasks.base import Scored, ScoringContext, Task, register_task
+from tasks.base import Scored, ScoringContext, Task, register_task, require_unique_ids
 from tasks.data import hub_rows, read_jsonl
 
 
@@ -41,10 +41,7 @@ class MathTask(Task):
 
     def load(self, data_dir: Path | None) -> list[Item]:
         items = [self.make_item(lineno, row) for _, lineno, row in self.rows(data_dir)]
-        ids = [it.id for it in items]
-        if len(set(ids)) != len(ids):
-            raise ValueError(f"{self.name}: duplicate item ids in {self.source(data_dir)}")
-        return items
+        return require_unique_ids(items, f"{self.name} ({self.source(data_dir)})")
 
     def make_item(self, lineno: int, row: dict[str, Any]) -> Item:
         raise NotImplementedError

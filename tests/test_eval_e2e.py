@@ -14,15 +14,15 @@ runner = CliRunner()
 TASKS = ["math500", "amc23", "aime24", "aime25"]
 
 
-def run_eval(tiny_model_dir, data_dir, out, *extra: str):
+def run_eval(tiny_model_dir, data_dir, out, *extra: str, tasks=TASKS, limit=3):
     args = [
         "eval",
         "--model",
         str(tiny_model_dir),
         "--tasks",
-        ",".join(TASKS),
+        ",".join(tasks),
         "--limit",
-        "3",
+        str(limit),
         "--n",
         "2",
         "--temperature",
@@ -105,6 +105,23 @@ def test_fresh_folder_gives_identical_results(first_run, tiny_model_dir, data_di
     (other,) = tmp_path.iterdir()
     assert other.name == run_dir.name
     assert (other / "results.json").read_bytes() == (run_dir / "results.json").read_bytes()
+
+
+def test_later_invocations_keep_earlier_tasks_in_results(tiny_model_dir, data_dir, tmp_path):
+    """One folder serves every task and limit with the same generation settings: results.json and the
+    manifest must keep what an earlier invocation summarised, and a task run again is summarised afresh."""
+    assert run_eval(tiny_model_dir, data_dir, tmp_path, tasks=["math500", "amc23"]).exit_code == 0
+    assert run_eval(tiny_model_dir, data_dir, tmp_path, tasks=["aime24"], limit=2).exit_code == 0
+    (run_dir,) = tmp_path.iterdir()
+    (models,) = json.loads((run_dir / "results.json").read_text())["models"].values()
+    assert list(models) == ["aime24", "amc23", "math500"]
+    assert [models[t]["num_items"] for t in ("aime24", "amc23", "math500")] == [2, 3, 3]
+    assert set(json.loads((run_dir / "manifest.json").read_text())["data"]) == {"aime24", "amc23", "math500"}
+
+    again = run_eval(tiny_model_dir, data_dir, tmp_path, tasks=["math500"], limit=2)
+    assert again.exit_code == 0 and "(0 new samples)" in again.output
+    (models,) = json.loads((run_dir / "results.json").read_text())["models"].values()
+    assert [models[t]["num_items"] for t in ("aime24", "amc23", "math500")] == [2, 3, 2]
 
 
 def test_killed_run_resumes_without_loss_or_duplicates(tiny_model_dir, data_dir, tmp_path, monkeypatch):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from harness.types import Completion, Item
-from tasks.base import ScoringContext, get_task
+from tasks.base import ScoringContext, TaskError, get_task
 from tasks.ifeval import check_response
 
 CASES = json.loads((Path(__file__).parent / "data" / "ifeval_cases.json").read_text())["cases"]
@@ -93,6 +93,14 @@ def test_local_file_and_instruction_weights(data_dir):
     # A response that follows everything scores exactly 1.0 on the pooled instruction-level metric.
     pooled = sum(len(it.metadata["instruction_id_list"]) / it.metadata["mean_instructions"] for it in items)
     assert pooled / len(items) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_duplicate_keys_are_one_clear_error(tmp_path):
+    row = {"key": 7, "prompt": "Say hi.", "instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}]}
+    (tmp_path / "ifeval").mkdir()
+    (tmp_path / "ifeval" / "input_data.jsonl").write_text((json.dumps(row) + "\n") * 2)
+    with pytest.raises(TaskError, match="duplicate item id '7'"):
+        get_task("ifeval").load(tmp_path)
 
 
 def test_punkt_data_is_written_offline_without_any_download(tmp_path):

@@ -61,7 +61,7 @@ def test_smol_preset_resolves_to_a_real_student_on_toy_problems():
 
     cfg = resolve_run_config("smol", None, {})
     assert cfg.base == "smollm2-135m-instruct" and cfg.teacher == "exact-toy" and cfg.problems == "toy"
-    assert cfg.task_eval("ifeval")["limit"] == 50 and cfg.train["lora"] is True
+    assert cfg.task_eval("ifeval")["limit"] == 20 and cfg.train["lora"] is True
     world = ToyWorld(cfg)
     assert world.identity()["base"] == "smollm2-135m-instruct"
     assert world.base_model(console=None) == "smollm2-135m-instruct"  # no toy student is built

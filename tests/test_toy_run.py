@@ -90,3 +90,22 @@ def test_second_run_trains_nothing_and_fresh_run_is_identical(first, monkeypatch
     (other,) = (root / "runs2").iterdir()
     assert other.name == run_dir.name
     assert (other / "results.json").read_bytes() == before
+
+
+def test_build_progress_reports_within_long_stages_and_times_each_stage(monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    import harness.pipeline.run as run_mod
+
+    clock = iter([0.0, 10.0, 40.0, 50.0, 60.0, 61.0])
+    monkeypatch.setattr(run_mod.time, "perf_counter", lambda: next(clock))
+    out = io.StringIO()
+    monkeypatch.setattr(run_mod, "console", Console(file=out, width=200))
+    progress = run_mod.BuildProgress(every_s=30)
+    for stage, done in [("probe", 64), ("probe", 128), ("probe", 192), ("probe", 300), ("critique", 300)]:
+        progress(stage, done, 300)
+    lines = out.getvalue().splitlines()
+    # 10 s: too soon for a line; 40 s: 30 s since the stage began; 50 s: too soon; 60 s: the stage ends.
+    assert lines == ["  probe: 128/300 (40s)", "  probe: 300/300 (60s)", "  critique: 300/300 (1s)"]

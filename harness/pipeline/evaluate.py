@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,7 @@ from harness.config import EvalConfig
 from harness.manifest import build_manifest
 from harness.progress import progress_bar
 from harness.prompts import PromptTemplates
-from harness.results import results_document, summarize_task
+from harness.results import SCHEMA, SCHEMA_VERSION, results_document, summarize_task
 from harness.store import RunFolder, write_json_atomic
 from harness.types import GenerationRequest, Item, SamplingParams
 from tasks.base import ScoringContext, Task, get_task
@@ -236,7 +237,7 @@ def evaluate_plans(
             build_manifest(
                 seed=config.seed,
                 model=backend.describe(),
-                data={p.task.name: p.task.source(data_dir) for p in plans},
+                data={**earlier_data_sources(run), **{p.task.name: p.task.source(data_dir) for p in plans}},
             )
         )
         with ScoringContext(config.grader_timeout, config.grader_workers, config.answer_fallbacks) as ctx:
@@ -245,10 +246,35 @@ def evaluate_plans(
     finally:
         if owns_backend:
             backend.close()
-    models = {label: summarize_model(run, label, plans, config.n, config.bootstrap)}
-    doc = results_document(portable_config(config.to_dict()), models)
+    summaries = earlier_summaries(run.results_path, label)
+    summaries.update(summarize_model(run, label, plans, config.n, config.bootstrap))
+    doc = results_document(portable_config(config.to_dict()), {label: dict(sorted(summaries.items()))})
     write_json_atomic(run.results_path, doc)
     return EvalOutcome(run, label, doc, new)
+
+
+def earlier_summaries(results_path: Path, label: str) -> dict[str, Any]:
+    """Task summaries an earlier invocation wrote into this run folder. A folder is shared by every task
+    and limit with the same generation settings, so `eval --tasks ifeval` then `eval --tasks math500` must
+    leave both in results.json; a task run again is summarised afresh."""
+    if not results_path.is_file():
+        return {}
+    try:
+        doc = json.loads(results_path.read_text())
+    except json.JSONDecodeError:
+        return {}  # written atomically, so only a hand-edited file gets here; the samples remain
+    if doc.get("schema") != SCHEMA or doc.get("schema_version") != SCHEMA_VERSION:
+        return {}
+    return dict(doc.get("models", {}).get(label, {}))
+
+
+def earlier_data_sources(run: RunFolder) -> dict[str, Any]:
+    """Manifest data sources of tasks an earlier invocation ran in this folder (see earlier_summaries)."""
+    path = run.root / "manifest.json"
+    try:
+        return dict(json.loads(path.read_text()).get("data", {})) if path.is_file() else {}
+    except json.JSONDecodeError:
+        return {}
 
 
 def portable_config(config: dict[str, Any]) -> dict[str, Any]:

@@ -148,6 +148,24 @@ class LazyBackend(Backend):
             self._backend.close()
 
 
+class BuildProgress:
+    """One line per finished builder stage, and one at most every 30 s within a stage: a real student's
+    drafts take minutes on a CPU, and a silent stage looks hung."""
+
+    def __init__(self, every_s: float = 30.0):
+        self.every_s = every_s
+        self._t0 = self._last = time.perf_counter()  # a stage starts when the one before it ends
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        now = time.perf_counter()
+        if done == total:
+            console.print(f"  {stage}: {done}/{total} ({now - self._t0:.0f}s)")
+            self._t0 = self._last = now
+        elif now - self._last >= self.every_s:
+            console.print(f"  {stage}: {done}/{total} ({now - self._t0:.0f}s)")
+            self._last = now
+
+
 def build_critique_data(cfg: RunConfig, world: World, run: RunFolder, base_path: str) -> Path:
     out = run.root / "critique"
     items = world.train_items()
@@ -165,12 +183,7 @@ def build_critique_data(cfg: RunConfig, world: World, run: RunFolder, base_path:
         builder = CritiqueDataBuilder(
             out, student, teacher, ctx.math.grade_many, options, messages_fn=world.probe_messages
         )
-        result = builder.build(
-            items,
-            progress=lambda stage, done, total: (
-                console.print(f"  {stage}: {done}/{total}") if done == total else None
-            ),
-        )
+        result = builder.build(items, progress=BuildProgress())
     s = result.summary
     console.print(
         f"  {s['problems']} problems, student accuracy {s['student_accuracy']:.3f}, refined accuracy "
