@@ -24,6 +24,7 @@ class TaskSpec:
     primary_metric: str
     item_ids: tuple[str, ...]
     n: int
+    samples_name: str = ""  # the samples file, when it is not named after the task
 
     @property
     def metric_name(self) -> str:
@@ -45,7 +46,8 @@ def item_scores(records: Any, spec: TaskSpec) -> list[float]:
 
 
 def method_item_scores(run: RunFolder, labels: Sequence[str], spec: TaskSpec) -> list[float]:
-    per_label = [item_scores(run.samples(label, spec.name).records(), spec) for label in labels]
+    name = spec.samples_name or spec.name
+    per_label = [item_scores(run.samples(label, name).records(), spec) for label in labels]
     return [sum(col) / len(col) for col in zip(*per_label, strict=True)]
 
 

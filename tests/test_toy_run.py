@@ -92,6 +92,30 @@ def test_second_run_trains_nothing_and_fresh_run_is_identical(first, monkeypatch
     assert (other / "results.json").read_bytes() == before
 
 
+def test_changed_eval_settings_reuse_data_and_models(first, monkeypatch, tmp_path):
+    """Evaluation settings are not part of the run folder's hash: a larger limit adds samples, a new
+    temperature writes a new samples file, and nothing is rebuilt or retrained."""
+    import shutil
+
+    root, run_dir, _ = first
+    shutil.copytree(root / "runs", tmp_path / "runs")
+    shutil.copytree(root / "cache", tmp_path / "cache")
+    over = tmp_path / "over.yaml"
+    over.write_text(
+        "preset: toy-ci\n"
+        "task_settings:\n  toy_id: {limit: 30}\n  toy_ood: {limit: 8, n: 2, temperature: 0.6}\n"
+    )
+    again = toy_run(tmp_path / "runs", tmp_path / "cache", monkeypatch, "--config", str(over))
+    # 4 models x (6 more toy_id items + 8 toy_ood items x 2 samples at the new temperature)
+    assert "trained 0 model(s), 88 new samples" in again.output
+    (same,) = (tmp_path / "runs").iterdir()
+    assert same.name == run_dir.name
+    results = json.loads((same / "results.json").read_text())
+    assert results["comparison"]["cells"]["base"]["toy_id"]["num_items"] == 30
+    files = sorted(p.name for p in (same / "samples" / "base").iterdir())
+    assert [f.split("-")[0] for f in files] == ["toy_format", "toy_id", "toy_ood", "toy_ood"]
+
+
 def test_build_progress_reports_within_long_stages_and_times_each_stage(monkeypatch):
     import io
 

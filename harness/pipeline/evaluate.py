@@ -41,6 +41,12 @@ class TaskPlan:
     task: Task
     items: list[Item]
     sampling: SamplingParams
+    #: The samples file's name in the run folder; `cgd-bench run` adds a hash of the generation settings.
+    store: str | None = None
+
+    @property
+    def samples_name(self) -> str:
+        return self.store or self.task.name
 
 
 def plan_tasks(
@@ -75,7 +81,7 @@ def generate_and_score(
     chunk: int | None = None,
 ) -> int:
     """Fill samples/<label>/<task>.jsonl up to n samples per item; returns how many were new."""
-    log = run.samples(label, plan.task.name)
+    log = run.samples(label, plan.samples_name)
     if plan.task.output_type == "loglikelihood":
         return score_loglikelihood(log, backend, label, plan, templates, chunk or CHUNK)
     todo = [(it, s) for it in plan.items for s in range(n) if (it.id, s) not in log]
@@ -178,7 +184,7 @@ def summarize_model(
 ) -> dict[str, Any]:
     out = {}
     for plan in plans:
-        log = run.samples(label, plan.task.name)
+        log = run.samples(label, plan.samples_name)
         task_n = 1 if plan.task.output_type == "loglikelihood" else n
         out[plan.task.name] = summarize_task(
             log.records(),

@@ -2,10 +2,11 @@
 model on every task -> statistics -> comparison table, in one run folder, each stage cached by what it
 depends on.
 
-The run folder is named by a hash of what decides the data and the evaluation protocol (base, teacher,
-problems, data settings, eval settings, world parameters). Inside it every trained model has its own hash
-(method, seed, training settings, records), so adding a method, a seed or a task, or changing one method's
-settings, trains and evaluates only what is new. Each stage writes atomically or append-only, so a killed
+The run folder is named by a hash of what decides the critique data (base, teacher, problems, data settings,
+world parameters, prompts). Inside it every trained model has its own hash (method, seed, training settings,
+records), and every task's samples file a hash of its generation settings, so adding a method, a seed or a
+task, changing one method's settings, or changing an evaluation limit, n, temperature or budget, trains and
+evaluates only what is new. Each stage writes atomically or append-only, so a killed
 run resumes where it stopped.
 """
 
@@ -30,7 +31,7 @@ from harness.prompts import PromptTemplates
 from harness.runconfig import RunConfig
 from harness.store import RunFolder, config_hash, write_json_atomic
 from harness.types import SamplingParams
-from tasks.base import ScoringContext, get_task
+from tasks.base import ScoringContext, Task, get_task
 from tasks.data import resolve_data_dir
 from trainers.builder import DEFAULT_FILTERS, BuildOptions, CritiqueDataBuilder
 from trainers.records import load_records
@@ -82,8 +83,6 @@ def run_folder_identity(cfg: RunConfig, world: World) -> dict[str, Any]:
         "seed": cfg.seed,
         "data": cfg.data,
         "teacher_prompts": cfg.teacher_prompts,
-        "eval": cfg.eval,
-        "task_settings": cfg.task_settings,
         "prompts": cfg.prompts,
     }
 
@@ -308,12 +307,27 @@ def plan_run_tasks(cfg: RunConfig, data_dir: Path | None) -> list[TaskPlan]:
             settings.get("top_p", 1.0),
             settings.get("max_new_tokens") or task.default_max_new_tokens,
         )
-        plans.append(TaskPlan(task, items, sampling))
+        plans.append(TaskPlan(task, items, sampling, store=samples_file_name(task, sampling)))
     return plans
 
 
+def samples_file_name(task: Task, sampling: SamplingParams) -> str:
+    """`<task>-<hash of what decides its samples>`: the run folder leaves evaluation settings out of its own
+    hash, so a changed limit or n, or a new task, reuses the critique data and the trained models, while a
+    changed temperature or budget writes new samples instead of mixing them with the old."""
+    if task.output_type == "loglikelihood":
+        return task.name  # scored continuations do not depend on sampling settings
+    protocol = {
+        "temperature": sampling.temperature,
+        "top_p": sampling.top_p,
+        "max_new_tokens": sampling.max_new_tokens,
+        "stop": list(sampling.stop),
+    }
+    return f"{task.name}-{config_hash(protocol, 8)}"
+
+
 def incomplete(run: RunFolder, label: str, plan: TaskPlan, n: int) -> bool:
-    log = run.samples(label, plan.task.name)
+    log = run.samples(label, plan.samples_name)
     per = 1 if plan.task.output_type == "loglikelihood" else n
     return any((it.id, s) not in log for it in plan.items for s in range(per))
 
@@ -351,7 +365,12 @@ def summarize_run(
 def task_spec(plan: TaskPlan, n: int) -> TaskSpec:
     per = 1 if plan.task.output_type == "loglikelihood" else n
     return TaskSpec(
-        plan.task.name, plan.task.kind, plan.task.primary_metric, tuple(it.id for it in plan.items), per
+        plan.task.name,
+        plan.task.kind,
+        plan.task.primary_metric,
+        tuple(it.id for it in plan.items),
+        per,
+        plan.samples_name,
     )
 
 
