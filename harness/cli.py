@@ -264,6 +264,13 @@ def train_cmd(
     overlong: Annotated[str, typer.Option(help="truncate_left or drop")] = "truncate_left",
     seed: Annotated[int, typer.Option()] = 0,
     method_prompts: Annotated[Path | None, typer.Option(help="YAML overriding the method prompts.")] = None,
+    targets_only_logits: Annotated[
+        bool,
+        typer.Option(
+            "--targets-only-logits",
+            help="Compute logits only where targets are: same loss, less memory and time, not bitwise equal.",
+        ),
+    ] = False,
 ) -> None:
     """Train one method on critique records; the output loads with `cgd-bench eval --model OUT`."""
     from trainers import MethodPrompts, build_examples, get_method, load_records
@@ -288,6 +295,7 @@ def train_cmd(
             max_length=max_length,
             overlong=overlong,
             seed=seed,
+            targets_only_logits=targets_only_logits,
         )  # type: ignore[arg-type]
         result = train(cfg, examples, progress=_train_progress(method))
         typer.echo(
