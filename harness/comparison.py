@@ -24,7 +24,7 @@ class TaskSpec:
     primary_metric: str
     item_ids: tuple[str, ...]
     n: int
-    samples_name: str = ""  # the samples file, when it is not named after the task
+    samples_name: str  # the samples file in the run folder (TaskPlan.samples_name)
 
     @property
     def metric_name(self) -> str:
@@ -46,8 +46,7 @@ def item_scores(records: Any, spec: TaskSpec) -> list[float]:
 
 
 def method_item_scores(run: RunFolder, labels: Sequence[str], spec: TaskSpec) -> list[float]:
-    name = spec.samples_name or spec.name
-    per_label = [item_scores(run.samples(label, name).records(), spec) for label in labels]
+    per_label = [item_scores(run.samples(label, spec.samples_name).records(), spec) for label in labels]
     return [sum(col) / len(col) for col in zip(*per_label, strict=True)]
 
 

@@ -25,8 +25,8 @@ def test_metadata_and_gold_formats(data_dir):
     )
     amc = get_task("amc23").load(data_dir)
     stored = json.loads((data_dir / "amc23" / "test.jsonl").read_text().splitlines()[0])["answer"]
-    assert isinstance(stored, float) and stored.is_integer()  # the file stores e.g. 27.0 ...
-    assert amc[0].gold == str(int(stored)) and amc[0].metadata["contest"] == "AMC 12"  # ... graded as 27
+    assert isinstance(stored, float) and stored.is_integer()  # the file stores floats ...
+    assert amc[0].gold == str(int(stored)) and amc[0].metadata["contest"] == "AMC 12"  # ... graded as ints
     aime = get_task("aime24").load(data_dir)
     assert aime[0].metadata == {"year": 2024, "contest": "AIME", "url": aime[0].metadata["url"]}
     assert any(it.gold.startswith("0") for it in aime) or all(it.gold.isdigit() for it in aime)

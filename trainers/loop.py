@@ -220,7 +220,7 @@ class _CountingTrainer(Trainer):
         if model.training:
             self.tokens_seen += int(inputs["attention_mask"].sum())
             self.target_tokens_seen += int((inputs["labels"][:, 1:] != -100).sum())
-        if self.targets_only_logits and accepts_logits_to_keep(model):
+        if self.targets_only_logits:
             inputs = targets_only(inputs)
         return super().compute_loss(
             model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
@@ -228,15 +228,11 @@ class _CountingTrainer(Trainer):
 
 
 def accepts_logits_to_keep(model: Any) -> bool:
-    """Whether the causal LM under any wrappers (DDP, FSDP, peft) takes `logits_to_keep` (Llama, Qwen2 and
-    most of transformers' decoder models do)."""
+    """Whether the causal LM (under a peft wrapper, if any) takes `logits_to_keep`; Llama, Qwen2 and most of
+    transformers' decoder models do."""
     import inspect
 
-    inner = model
-    for _ in range(4):
-        inner = getattr(inner, "module", inner)
-        if hasattr(inner, "get_base_model"):
-            inner = inner.get_base_model()
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     return "logits_to_keep" in inspect.signature(inner.forward).parameters
 
 
@@ -249,14 +245,10 @@ def targets_only(inputs: dict[str, Any]) -> dict[str, Any]:
     memory on a GPU, time on a CPU. Labels are cut to the same positions, so the causal-LM loss, which shifts
     labels by one, sees every target exactly as before (tests/test_training.py checks loss and gradients).
     """
-    labels = inputs.get("labels")
-    if labels is None or "logits_to_keep" in inputs:
-        return inputs
+    labels = inputs["labels"]
     targets = (labels != -100).any(dim=0).nonzero()
-    if len(targets) == 0:
-        return inputs
-    start = max(0, int(targets[0]) - 1)
-    if start == 0:
+    start = int(targets[0]) - 1 if len(targets) else 0
+    if start <= 0:
         return inputs
     return {**inputs, "labels": labels[:, start:], "logits_to_keep": labels.shape[1] - start}
 
@@ -351,7 +343,7 @@ def train(
         data_collator=PadCollator(_pad_id(tokenizer)),
         callbacks=[callback],
     )
-    trainer.targets_only_logits = config.targets_only_logits
+    trainer.targets_only_logits = config.targets_only_logits and accepts_logits_to_keep(trainer.model)
     trainer.remove_callback(PrinterCallback)  # with tqdm off it prints every log dict; we keep our own log
     callback.trainer = trainer
     t0 = time.perf_counter()

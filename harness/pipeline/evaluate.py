@@ -263,12 +263,7 @@ def earlier_summaries(results_path: Path, label: str) -> dict[str, Any]:
     """Task summaries an earlier invocation wrote into this run folder. A folder is shared by every task
     and limit with the same generation settings, so `eval --tasks ifeval` then `eval --tasks math500` must
     leave both in results.json; a task run again is summarised afresh."""
-    if not results_path.is_file():
-        return {}
-    try:
-        doc = json.loads(results_path.read_text())
-    except json.JSONDecodeError:
-        return {}  # written atomically, so only a hand-edited file gets here; the samples remain
+    doc = _read_json(results_path)
     if doc.get("schema") != SCHEMA or doc.get("schema_version") != SCHEMA_VERSION:
         return {}
     return dict(doc.get("models", {}).get(label, {}))
@@ -276,9 +271,14 @@ def earlier_summaries(results_path: Path, label: str) -> dict[str, Any]:
 
 def earlier_data_sources(run: RunFolder) -> dict[str, Any]:
     """Manifest data sources of tasks an earlier invocation ran in this folder (see earlier_summaries)."""
-    path = run.root / "manifest.json"
+    return dict(_read_json(run.root / "manifest.json").get("data", {}))
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    """{} for a missing or unreadable file: both are written atomically, so only a hand-edited file is
+    unreadable, and the samples they summarise remain."""
     try:
-        return dict(json.loads(path.read_text()).get("data", {})) if path.is_file() else {}
+        return json.loads(path.read_text()) if path.is_file() else {}
     except json.JSONDecodeError:
         return {}
 
