@@ -178,6 +178,102 @@ def run_cmd(
         f"{outcome.new_samples} new samples, {outcome.workers} worker(s))"
     )
     typer.echo("stage times: " + ", ".join(f"{k} {v:.1f}s" for k, v in outcome.timings.items()))
+    report = _run_guarded(_write_report, outcome.run.root, None)
+    typer.echo(
+        f"report: {report.out / 'index.html'} ({len(report.figures)} figures, {len(report.tables)} tables)"
+    )
+
+
+def _write_report(run_dir: Path, out: Path | None):  # noqa: ANN202
+    from reports.report import build_report
+
+    return build_report(run_dir, out)
+
+
+def _report_errors() -> tuple[type[BaseException], ...]:
+    from reports.rundata import ReportInputError
+
+    return (ReportInputError,)
+
+
+@app.command("report")
+def report_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder (from `run` or `eval`).")],
+    out: Annotated[Path | None, typer.Option(help="Output folder (default: RUN_DIR/report).")] = None,
+) -> None:
+    """Tables (md, csv, tex), figures (png, pdf), findings and a self-contained index.html for a run."""
+    try:
+        report = _write_report(run_dir, out)
+    except _report_errors() as exc:
+        fail(str(exc))
+    typer.echo(f"wrote {len(report.files)} files to {report.out}")
+    typer.echo(f"open {report.out / 'index.html'}")
+
+
+@app.command("findings")
+def findings_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder from `cgd-bench run`.")],
+    out: Annotated[
+        Path | None, typer.Option(help="Write findings.md/json here (default: RUN_DIR/report).")
+    ] = None,
+) -> None:
+    """Check the papers' claims (reports/claims/*.yaml) against a run: holds / fails / inconclusive / n.a."""
+    from reports.findings import write_findings
+    from reports.rundata import RunData
+
+    try:
+        run = RunData.load(run_dir)
+        md, _ = write_findings(run, out or run.root / "report")
+    except _report_errors() as exc:
+        fail(str(exc))
+    typer.echo(md.read_text(encoding="utf-8"))
+
+
+@app.command("figures")
+def figures_cmd(
+    paper: Annotated[
+        bool, typer.Option("--paper", help="Regenerate the paper's tables and Fig. 2 from its numbers.")
+    ] = False,
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("paper-figures"),
+) -> None:
+    """The papers' own tables (md, tex), Fig. 2 and an average-consistency check, from published numbers."""
+    from reports.paper_numbers import write_paper_figures
+
+    if not paper:
+        fail("nothing to draw: pass --paper (a run's figures come with `cgd-bench report RUN_DIR`)")
+    paths = write_paper_figures(out)
+    typer.echo(f"wrote {len(paths)} files to {out}")
+    consistency = out / "consistency.md"
+    if consistency.is_file():
+        typer.echo(consistency.read_text(encoding="utf-8"))
+
+
+@app.command("compare")
+def compare_cmd(
+    baseline: Annotated[str, typer.Argument(help="Baseline run folder, or a results.json (unpaired).")],
+    current: Annotated[str, typer.Argument(help="Current run folder, or a results.json.")],
+    tolerance: Annotated[
+        list[str] | None,
+        typer.Option(help="TASK=POINTS allowed drop before a regression (repeatable; `all=POINTS`)."),
+    ] = None,
+    markdown: Annotated[Path | None, typer.Option("--markdown", help="Also write the Markdown here.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the JSON verdict here.")] = None,
+    allow_grader_change: Annotated[
+        bool, typer.Option(help="Compare even if task or grader versions differ.")
+    ] = False,
+) -> None:
+    """Paired per-item comparison of two runs; exit 0 (no regression), 1 (regression), 2 (incomparable)."""
+    from reports.compare import compare_main
+
+    code = compare_main(
+        baseline,
+        current,
+        tolerance or [],
+        str(markdown) if markdown else None,
+        str(json_out) if json_out else None,
+        allow_grader_change,
+    )
+    raise typer.Exit(code)
 
 
 data_app = typer.Typer(no_args_is_help=True, help="Build critique datasets.")

@@ -60,6 +60,8 @@ def hardware() -> dict[str, Any]:
         if info["cuda"]:
             info["gpu"] = torch.cuda.get_device_name(0)
         info["torch_threads"] = torch.get_num_threads()
+        # Which SIMD kernels ran (e.g. AVX2 vs AVX512): the toy student's digits depend on it.
+        info["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
     except ImportError:
         pass
     return info

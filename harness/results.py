@@ -10,7 +10,8 @@ from harness.stats import bootstrap_ci, compute_metrics, default_ks
 from harness.types import OUTCOMES
 
 SCHEMA = "cgd-bench/results"
-SCHEMA_VERSION = 1
+# v2: every (model, task) summary names its samples file and item ids, so reports recompute from samples.
+SCHEMA_VERSION = 2
 
 
 def group_by_item(

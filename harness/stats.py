@@ -264,3 +264,67 @@ def compute_metrics(
         k = 1 if name.startswith("avg@") else int(name.partition("@")[2])
         results.append(MetricResult(name, float(np.mean(scores)), low, high, n, k, len(scores)))
     return results
+
+
+def _stratified_means(strata: Sequence[np.ndarray], n_boot: int, seed: int) -> np.ndarray:
+    """Bootstrap draws of the mean over strata of each stratum's mean, resampling items within each
+    stratum independently (a task average: every task keeps its own item count)."""
+    rng = np.random.default_rng(seed)
+    total = np.zeros(n_boot, dtype=np.float64)
+    for values in strata:
+        m = values.shape[0]
+        rows = max(1, _MAX_DRAWS_PER_CHUNK // m)
+        for start in range(0, n_boot, rows):
+            stop = min(n_boot, start + rows)
+            idx = rng.integers(0, m, size=(stop - start, m))
+            total[start:stop] += values[idx].mean(axis=1)
+    return total / len(strata)
+
+
+def _strata(groups: Sequence[Sequence[float]], name: str) -> list[np.ndarray]:
+    arrays = [np.asarray(g, dtype=np.float64) for g in groups]
+    if not arrays or any(a.ndim != 1 or a.size == 0 for a in arrays):
+        raise ValueError(f"{name}: every stratum needs at least one item")
+    return arrays
+
+
+def stratified_bootstrap_ci(
+    groups: Sequence[Sequence[float]], n_boot: int = 2000, alpha: float = 0.05, seed: int = 0
+) -> tuple[float, float, float]:
+    """Mean of per-group means (e.g. a benchmark-group average of task scores) with a percentile
+    bootstrap CI that resamples items within each group. Returns (value, low, high)."""
+    _check_boot_args(n_boot, alpha)
+    arrays = _strata(groups, "stratified_bootstrap_ci")
+    value = float(np.mean([a.mean() for a in arrays]))
+    means = _stratified_means(arrays, n_boot, seed)
+    low, high = np.quantile(means, [alpha / 2, 1 - alpha / 2])
+    return value, float(low), float(high)
+
+
+def paired_stratified_bootstrap(
+    a: Sequence[Sequence[float]],
+    b: Sequence[Sequence[float]],
+    n_boot: int = 2000,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> PairedDiff:
+    """Paired difference b - a of two group averages: per group, a[g][i] and b[g][i] score the same item;
+    items are resampled within each group and the pairing kept. p-value as in paired_bootstrap."""
+    _check_boot_args(n_boot, alpha)
+    if len(a) != len(b):
+        raise ValueError(f"a has {len(a)} groups, b has {len(b)}")
+    sa, sb = _strata(a, "a"), _strata(b, "b")
+    for i, (x, y) in enumerate(zip(sa, sb, strict=True)):
+        if x.shape != y.shape:
+            raise ValueError(f"group {i}: {x.size} vs {y.size} items; pairs must score the same items")
+    diffs = [y - x for x, y in zip(sa, sb, strict=True)]
+    mean_a = float(np.mean([x.mean() for x in sa]))
+    mean_b = float(np.mean([y.mean() for y in sb]))
+    diff = mean_b - mean_a
+    items = sum(d.size for d in diffs)
+    means = _stratified_means(diffs, n_boot, seed)
+    low, high = np.quantile(means, [alpha / 2, 1 - alpha / 2])
+    if diff == 0.0 or all(d.size == 1 for d in diffs):
+        return PairedDiff(mean_a, mean_b, diff, float(low), float(high), 1.0, items)
+    flipped = np.count_nonzero(means <= 0.0) if diff > 0 else np.count_nonzero(means >= 0.0)
+    return PairedDiff(mean_a, mean_b, diff, float(low), float(high), min(1.0, 2.0 * flipped / n_boot), items)

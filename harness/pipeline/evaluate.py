@@ -186,14 +186,12 @@ def summarize_model(
     for plan in plans:
         log = run.samples(label, plan.samples_name)
         task_n = 1 if plan.task.output_type == "loglikelihood" else n
-        out[plan.task.name] = summarize_task(
-            log.records(),
-            [it.id for it in plan.items],
-            task_n,
-            plan.task.kind,
-            plan.task.primary_metric,
-            n_boot,
+        item_ids = [it.id for it in plan.items]
+        summary = summarize_task(
+            log.records(), item_ids, task_n, plan.task.kind, plan.task.primary_metric, n_boot
         )
+        # Which samples file and which items: a report recomputes every number from exactly these.
+        out[plan.task.name] = {**summary, "samples": plan.samples_name, "item_ids": item_ids}
     return out
 
 
