@@ -18,9 +18,10 @@ USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError,)
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from harness.backends.base import BackendError
+    from harness.locks import LockHeld
     from tasks.base import TaskError
 
-    return (*USER_ERRORS, BackendError, TaskError)
+    return (*USER_ERRORS, BackendError, TaskError, LockHeld)
 
 
 def fail(message: str) -> None:
@@ -56,6 +57,9 @@ def eval_cmd(
     ] = None,  # noqa: E501
     label: Annotated[str | None, typer.Option(help="Name of the model in samples and tables.")] = None,
     config: Annotated[Path | None, typer.Option(help="YAML file with any of these keys.")] = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="If another process holds the run folder, wait for it.")
+    ] = False,
 ) -> None:
     """Evaluate a model on benchmark tasks: per-sample JSONL, results.json with CIs, and a table."""
     from harness.pipeline.evaluate import evaluate
@@ -85,7 +89,7 @@ def eval_cmd(
         cfg = EvalConfig(**merge_config(EvalConfig, base, flags, "flags"))
     except ConfigError as exc:
         fail(str(exc))
-    outcome = _run_guarded(evaluate, cfg)
+    outcome = _run_guarded(evaluate, cfg, wait=wait)
     print_rows(eval_rows(outcome.results), title=f"{outcome.label}  ({outcome.run.root})")
     typer.echo(f"run folder: {outcome.run.root}  ({outcome.new_samples} new samples)")
 
@@ -146,6 +150,9 @@ def run_cmd(
         int | None,
         typer.Option(help="Parallel training/evaluation processes (default: 2 for the toy student on CPU)."),
     ] = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="If another process holds the run folder, wait for it.")
+    ] = False,
 ) -> None:
     """The whole pipeline: base model, critique data, training per method and seed, evaluation, table."""
     from harness.pipeline.run import run_pipeline
@@ -168,7 +175,7 @@ def run_cmd(
         cfg = resolve_run_config(preset, config, flags)
     except ValueError as exc:
         fail(str(exc))
-    outcome = _run_guarded(run_pipeline, cfg)
+    outcome = _run_guarded(run_pipeline, cfg, wait=wait)
     table = comparison_markdown(outcome.results)
     (outcome.run.root / "report").mkdir(exist_ok=True)
     (outcome.run.root / "report" / "table.md").write_text(table)
@@ -237,7 +244,7 @@ def figures_cmd(
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("paper-figures"),
 ) -> None:
     """The papers' own tables (md, tex), Fig. 2 and an average-consistency check, from published numbers."""
-    from reports.paper_numbers import write_paper_figures
+    from reports.paper_render import write_paper_figures
 
     if not paper:
         fail("nothing to draw: pass --paper (a run's figures come with `cgd-bench report RUN_DIR`)")
