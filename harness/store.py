@@ -2,7 +2,9 @@
 
 Every line of a samples file is one finished (item, sample index) record written with a single
 O_APPEND write, so a run killed at any moment leaves whole lines plus at most one torn last line; the
-torn line is cut off when the file is opened again, and resuming skips every key already present.
+torn line is cut off when the file is opened again, and resuming skips every key already present. A line
+that is damaged in the middle of a file (a disk error, a hand edit) is skipped and reported; the records
+after it are kept.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -51,28 +54,37 @@ class SampleLog:
         self.path = path
         self.key_fields = key_fields
         self._records: dict[tuple, dict[str, Any]] = {}
+        self.skipped: list[int] = []  # line numbers of unreadable lines, reported on load
         self._load()
 
     def key_of(self, record: dict[str, Any]) -> tuple:
         return tuple(record[f] for f in self.key_fields)
 
     def _load(self) -> None:
+        """Only a torn *last* line (no newline: a kill mid-write) is cut. A bad line elsewhere is skipped
+        and reported, never used to truncate: every valid record after it is kept."""
         if not self.path.exists():
             return
         data = self.path.read_bytes()
-        good_end = 0
-        for line in data.splitlines(keepends=True):
-            if not line.endswith(b"\n"):
-                break  # a torn final write: everything before it is whole
+        whole_end = data.rfind(b"\n") + 1  # bytes after the last newline are a torn write
+        for number, line in enumerate(data[:whole_end].splitlines(), start=1):
             try:
                 record = json.loads(line)
-            except json.JSONDecodeError:
-                break
-            self._records.setdefault(self.key_of(record), record)
-            good_end += len(line)
-        if good_end != len(data):
+                key = self.key_of(record)
+            except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+                self.skipped.append(number)
+                continue
+            self._records.setdefault(key, record)
+        if self.skipped:
+            shown = ", ".join(map(str, self.skipped[:10])) + (" ..." if len(self.skipped) > 10 else "")
+            print(
+                f"warning: {self.path}: {len(self.skipped)} unreadable line(s) skipped (line {shown}); "
+                f"{len(self._records)} records kept, missing ones will be redone",
+                file=sys.stderr,
+            )
+        if whole_end != len(data):
             with self.path.open("r+b") as fh:
-                fh.truncate(good_end)
+                fh.truncate(whole_end)
 
     def __contains__(self, key: tuple) -> bool:
         return key in self._records

@@ -47,3 +47,27 @@ def test_run_folder_layout(tmp_path):
     assert (run.root / "config.yaml").read_text().startswith("model: m")
     assert json.loads(run.results_path.read_text()) == {"ok": True}
     assert not list(run.root.glob(".*.tmp"))
+
+
+def test_corrupt_middle_line_keeps_every_other_record(tmp_path, capsys):
+    path = tmp_path / "s.jsonl"
+    SampleLog(path).append([rec(f"i{k}", 0) for k in range(128)])
+    lines = path.read_bytes().splitlines(keepends=True)
+    lines[10] = b'{"item_id": "i10", "sample_ind\xff garbage\n'  # damaged in place, newline intact
+    path.write_bytes(b"".join(lines))
+    log = SampleLog(path)
+    assert len(log) == 127 and ("i127", 0) in log and ("i10", 0) not in log
+    assert log.skipped == [11]
+    assert "line 11" in capsys.readouterr().err
+    log.append([rec("i10", 0)])  # redone, appended; nothing after the bad line was lost
+    again = SampleLog(path)
+    assert len(again) == 128 and len(path.read_bytes().splitlines()) == 129
+
+
+def test_a_line_without_the_key_fields_is_skipped_not_fatal(tmp_path):
+    path = tmp_path / "s.jsonl"
+    path.write_text(
+        '{"item_id": "a", "sample_index": 0}\n{"unrelated": 1}\n[1, 2]\n{"item_id": "b", "sample_index": 0}\n'
+    )
+    log = SampleLog(path)
+    assert len(log) == 2 and log.skipped == [2, 3]

@@ -133,3 +133,62 @@ def test_build_progress_reports_within_long_stages_and_times_each_stage(monkeypa
     lines = out.getvalue().splitlines()
     # 10 s: too soon for a line; 40 s: 30 s since the stage began; 50 s: too soon; 60 s: the stage ends.
     assert lines == ["  probe: 128/300 (40s)", "  probe: 300/300 (60s)", "  critique: 300/300 (1s)"]
+
+
+def test_run_ends_with_a_report(first):
+    _, run_dir, result = first
+    report = run_dir / "report"
+    assert {"index.md", "index.html", "findings.md", "findings.json", "table.md"} <= {
+        p.name for p in report.iterdir()
+    }
+    assert (report / "figures" / "scores.png").is_file() and (report / "tables" / "scores.tex").is_file()
+    assert "report: " in result.output
+
+
+def test_a_run_folder_held_by_another_process_is_refused(first, monkeypatch):
+    from harness.locks import FolderLock
+
+    root, run_dir, _ = first
+    before = (run_dir / "results.json").read_bytes()
+    monkeypatch.setenv("CGD_BENCH_CACHE", str(root / "cache"))
+    with FolderLock(run_dir, "run folder"):
+        result = runner.invoke(app, ["run", "--preset", "toy-ci", "--out", str(root / "runs")])
+    assert result.exit_code == 2, result.output
+    assert "is in use by pid" in result.output and "--wait" in result.output
+    assert (run_dir / "results.json").read_bytes() == before
+
+
+def test_kill_during_training_resumes_to_the_same_results(first, tmp_path):
+    """kill -9 while a model is being trained: the re-run retrains it and ends with identical results."""
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root, run_dir, _ = first
+    shutil.copytree(root / "cache", tmp_path / "cache")  # the same pretrained student
+    env = {**os.environ, "CGD_BENCH_CACHE": str(tmp_path / "cache")}
+    cmd = [sys.executable, "-m", "harness.cli", "run", "--preset", "toy-ci", "--out", str(tmp_path / "runs"),
+           "--workers", "1"]  # fmt: skip
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 240
+    killed = False
+    while time.monotonic() < deadline and proc.poll() is None:
+        partial = list((tmp_path / "runs").glob("*/models/.*.partial/train_log.jsonl"))
+        if partial and partial[0].read_text().count("\n") >= 1:
+            os.killpg(proc.pid, signal.SIGKILL)
+            killed = True
+            break
+        time.sleep(0.02)
+    proc.wait()
+    assert killed, "the run finished before a training could be killed"
+    (folder,) = (tmp_path / "runs").iterdir()
+    assert not [p for p in (folder / "models").iterdir() if not (p / "cgd_train.json").is_file()
+                and not p.name.startswith(".")]  # fmt: skip
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (folder / "results.json").read_bytes() == (run_dir / "results.json").read_bytes()
+    assert not list((folder / "models").glob(".*.partial"))

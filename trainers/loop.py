@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -331,7 +332,12 @@ def train(
         feats += [feat] if feat is not None else []
     if not feats:
         raise ValueError(f"nothing to train: all {len(examples)} examples exceed {config.max_length=}")
-    _prepare_out_dir(out, config.base)
+    _check_out_dir(out, config.base)
+    # Everything is written to a staging folder and renamed into place at the end: a training killed at
+    # any moment leaves no half-written model where a finished one is expected, and is simply redone.
+    final, out = out, staging_dir(out)
+    config = replace(config, out_dir=str(out))
+    _fresh_dir(out)
 
     bf16 = _use_bf16(config.bf16)
     set_seed(config.seed)  # LoRA initialisation draws from the global RNG
@@ -368,9 +374,13 @@ def train(
         mean_loss=output.training_loss,
         log=callback.rows,
     )
+    result.out_dir = str(final)
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(out)
-        _write_meta(out, config, result, tokenizer, bf16, time.perf_counter() - started)
+        _write_meta(
+            out, replace(config, out_dir=str(final)), result, tokenizer, bf16, time.perf_counter() - started
+        )
+        _move_into_place(out, final)
     return result
 
 
@@ -406,30 +416,38 @@ def _training_args(config: TrainConfig, bf16: bool) -> TrainingArguments:
     )
 
 
-# Files a previous run may have left; removed first so that a LoRA adapter never sits beside new full weights.
-_ARTEFACTS = (
-    "adapter_*",
-    "model*.safetensors*",
-    "pytorch_model*.bin",
-    "config.json",
-    "generation_config.json",
-    "training_args.bin",
-    "train_log.jsonl",
-    "cgd_train.json",
-)
+def staging_dir(out: Path) -> Path:
+    """Where a training into `out` writes until it is done (one per target, so every rank agrees)."""
+    return out.parent / f".{out.name}.partial"
 
 
-def _prepare_out_dir(out: Path, base: str) -> None:
+def _check_out_dir(out: Path, base: str) -> None:
     if out.resolve() == Path(base).expanduser().resolve():
         raise ValueError(f"out_dir {out} is the base model's folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / "cgd_train.json").exists():
+        raise ValueError(
+            f"out_dir {out} is not empty and holds no earlier training output; not using it "
+            "(choose an empty or new folder; a killed training never leaves one behind, it writes to "
+            f"{staging_dir(out).name} first)"
+        )
+
+
+def _fresh_dir(path: Path) -> None:
     if int(os.environ.get("RANK", "0")) != 0:
         return
-    if out.is_dir() and any(out.iterdir()) and not (out / "cgd_train.json").exists():
-        raise ValueError(f"out_dir {out} is not empty and holds no earlier training output; not using it")
-    out.mkdir(parents=True, exist_ok=True)
-    for pattern in _ARTEFACTS:
-        for path in out.glob(pattern):
-            path.unlink()
+    shutil.rmtree(path, ignore_errors=True)  # a killed attempt's leftovers: redone from the start
+    path.mkdir(parents=True)
+
+
+def _move_into_place(staging: Path, final: Path) -> None:
+    """Swap the finished staging folder in for `final` (an earlier training output is replaced whole)."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    old = final.parent / f".{final.name}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(staging, final)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _write_meta(

@@ -12,6 +12,7 @@ from typing import Any
 from harness.backends.base import Backend, make_backend, safe_label
 from harness.backends.replay import sample_key
 from harness.config import EvalConfig
+from harness.locks import FolderLock
 from harness.manifest import build_manifest
 from harness.progress import progress_bar
 from harness.prompts import PromptTemplates
@@ -203,7 +204,7 @@ class EvalOutcome:
     new_samples: int
 
 
-def evaluate(config: EvalConfig, backend: Backend | None = None) -> EvalOutcome:
+def evaluate(config: EvalConfig, backend: Backend | None = None, wait: bool = False) -> EvalOutcome:
     config.validate()
     templates = PromptTemplates().with_overrides(config.prompts)
     data_dir = resolve_data_dir(config.data_dir)
@@ -211,7 +212,7 @@ def evaluate(config: EvalConfig, backend: Backend | None = None) -> EvalOutcome:
         config.temperature, config.top_p, config.max_new_tokens or 0, tuple(config.stop)
     )
     plans = plan_tasks(config.tasks, data_dir, config.limit, base_sampling, config.max_new_tokens)
-    return evaluate_plans(config, plans, backend, templates, data_dir)
+    return evaluate_plans(config, plans, backend, templates, data_dir, wait=wait)
 
 
 def evaluate_plans(
@@ -221,9 +222,23 @@ def evaluate_plans(
     templates: PromptTemplates,
     data_dir: Path | None,
     name: str | None = None,
+    wait: bool = False,
 ) -> EvalOutcome:
     label = config.label or (backend.label if backend else default_label(config.model, config.adapter))
     run = RunFolder.for_config(Path(config.out), name or f"eval-{label}", config.generation_identity())
+    with FolderLock(run.root, "run folder", wait=wait):
+        return _evaluate_locked(config, plans, backend, templates, data_dir, run, label)
+
+
+def _evaluate_locked(
+    config: EvalConfig,
+    plans: Sequence[TaskPlan],
+    backend: Backend | None,
+    templates: PromptTemplates,
+    data_dir: Path | None,
+    run: RunFolder,
+    label: str,
+) -> EvalOutcome:
     run.write_config(config.to_dict())
     owns_backend = backend is None
     if backend is None:

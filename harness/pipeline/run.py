@@ -12,6 +12,7 @@ run resumes where it stopped.
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, as_completed
@@ -22,6 +23,7 @@ from typing import Any
 from harness.backends.base import Backend, make_backend
 from harness.comparison import TaskSpec
 from harness.config import ConfigError
+from harness.locks import FolderLock
 from harness.manifest import build_manifest
 from harness.pipeline.evaluate import TaskPlan, default_label, summarize_model
 from harness.pipeline.jobs import JobTiming, default_workers, eval_job, make_executor, train_job
@@ -87,11 +89,17 @@ def run_folder_identity(cfg: RunConfig, world: World) -> dict[str, Any]:
     }
 
 
-def run_pipeline(cfg: RunConfig) -> RunOutcome:
+def run_pipeline(cfg: RunConfig, wait: bool = False) -> RunOutcome:
+    """`wait`: queue behind another process that holds the run folder instead of refusing (exit 2)."""
     cfg.validate()
     data_dir = resolve_data_dir(cfg.data_dir)
     world = make_world(cfg, data_dir)
     run = RunFolder.for_config(Path(cfg.out), cfg.name, run_folder_identity(cfg, world))
+    with FolderLock(run.root, "run folder", wait=wait):
+        return _run_locked(cfg, run, world, data_dir)
+
+
+def _run_locked(cfg: RunConfig, run: RunFolder, world: World, data_dir: Path | None) -> RunOutcome:
     run.write_config(cfg.to_dict())
     stages = Stages(4)
     console.print(f"run folder: {run.root}")
@@ -247,6 +255,8 @@ def train_and_evaluate(
                 console.print(f"  {entry.label}: trained (cached)")
                 evals.append(pool.submit(eval_job, cfg, run.root, entry.label, entry.path, data_dir))
                 continue
+            if Path(entry.path).exists():  # left half-written by an older version killed mid-training
+                shutil.rmtree(entry.path)
             # Seed-dependent methods (cgd-irrelevant's derangement) are rebuilt with the training seed.
             examples = (
                 examples_by_method[method]

@@ -12,6 +12,7 @@ from typing import Any
 
 from harness.backends.base import Backend
 from harness.config import ConfigError
+from harness.locks import FolderLock
 from harness.prompts import PromptTemplates
 from harness.runconfig import RunConfig
 from harness.teacher import Teacher
@@ -27,6 +28,16 @@ TRAIN_SIDE_KEYS = {
     "n_pretrain",
     "error_kinds",
 }
+
+
+def kernel_path() -> str:
+    """The float kernels that decide the tiny student's digits (AVX2 and AVX-512 pretrain to different
+    students from the same seed), so each gets its own cache entry and run folder."""
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda-" + torch.cuda.get_device_name(0).replace(" ", "_")
+    return torch.backends.cpu.get_cpu_capability().lower()
 
 
 def cache_root() -> Path:
@@ -85,6 +96,7 @@ class ToyWorld:
             "world": asdict(self.world),
             "student": asdict(self.spec),
             "student_key": student_cache_key(self.spec, self.world),
+            "kernels": kernel_path(),
         }
 
     def base_model(self, console: Any) -> str:
@@ -93,11 +105,19 @@ class ToyWorld:
         if self.cfg.base:  # a real student (e.g. the smol preset) on the toy problems
             return self.cfg.base
 
-        target = cache_root() / "toy-students" / student_cache_key(self.spec, self.world)[:16]
+        key = f"{student_cache_key(self.spec, self.world)[:16]}-{kernel_path()}"
+        target = cache_root() / "toy-students" / key
         if (target / "cgd_train.json").is_file():
             console.print(f"  cached tiny student: {target}")
             return str(target)
         target.parent.mkdir(parents=True, exist_ok=True)
+        # A second run needing the same student waits for the first to finish it, then uses it.
+        with FolderLock(target.parent, "toy student cache", wait=True, name=f".{key}.lock"):
+            if (target / "cgd_train.json").is_file():
+                return str(target)
+            return self._build(target, console)
+
+    def _build(self, target: Path, console: Any) -> str:
         with tempfile.TemporaryDirectory(dir=target.parent, prefix=".build-") as tmp:
             built = self._pretrain(Path(tmp), console)
             try:
