@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from harness.config import ConfigError, EvalConfig, load_yaml, merge_config, split_csv
+from harness.schema import DataSettings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Critique-Guided Distillation benchmark.")
 
@@ -305,8 +306,8 @@ def data_build_cmd(
             "no_leak, student_wrong); empty keeps all."
         ),
     ] = "nonempty_draft,refined_correct",
-    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens")] = 1024,
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 16,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens")] = DataSettings.student_max_new_tokens,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = DataSettings.batch_size,
     teacher_prompts: Annotated[
         Path | None, typer.Option(help="YAML overriding the teacher's prompts.")
     ] = None,
@@ -401,8 +402,10 @@ def train_cmd(
             targets_only_logits=targets_only_logits,
         )  # type: ignore[arg-type]
         result = train(cfg, examples, progress=_train_progress(method))
+        # --max-steps can stop before an epoch ends: say how many examples the steps actually saw.
+        seen = min(result.examples_used, result.steps * batch_size * grad_accum)
         typer.echo(
-            f"trained {method}: {result.steps} steps, {result.examples_used} examples "
+            f"trained {method}: {result.steps} steps over {seen} of {result.examples_used} usable examples "
             f"({result.examples_truncated} truncated, {result.examples_dropped} dropped), "
             f"{result.tokens_trained} tokens at {result.tokens_per_second:.0f} tok/s, "
             f"final loss {result.final_loss} -> {out}"

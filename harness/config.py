@@ -35,8 +35,14 @@ class EvalConfig:
     bootstrap: int = 2000
 
     def validate(self) -> EvalConfig:
+        from harness.schema import check_dataclass, check_ranges
+
         if not self.model:
             raise ConfigError("no model given (--model ID_OR_DIR)")
+        check_dataclass(self, "eval config")
+        check_ranges(self.to_dict(), "eval")
+        if self.adapter:
+            check_adapter_dir(self.adapter)
         if self.n < 1:
             raise ConfigError(f"n must be >= 1, got {self.n}")
         if self.n > 1 and self.temperature <= 0:
@@ -73,6 +79,22 @@ class EvalConfig:
             if ident[key] and Path(ident[key]).exists():
                 ident[key] = str(Path(ident[key]).resolve())
         return ident
+
+
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+
+
+def check_adapter_dir(adapter: str) -> None:
+    """A local adapter folder must hold a peft config and weights; checked before any model loads."""
+    path = Path(adapter).expanduser()
+    if not path.exists():
+        if adapter.startswith((".", "/", "~")) or "\\" in adapter:
+            raise ConfigError(f"adapter folder {adapter} does not exist")
+        return  # a hub id: resolved when the model loads
+    if not path.is_dir() or not (path / "adapter_config.json").is_file():
+        raise ConfigError(f"{adapter} is not a peft adapter folder (no adapter_config.json)")
+    if not any((path / w).is_file() for w in ADAPTER_WEIGHTS):
+        raise ConfigError(f"{adapter} has no adapter weights ({' or '.join(ADAPTER_WEIGHTS)})")
 
 
 def merge_config(cls: type, base: dict[str, Any], overrides: dict[str, Any], source: str) -> dict[str, Any]:

@@ -7,37 +7,19 @@ from pathlib import Path
 from typing import Any
 
 from harness.config import ConfigError, load_yaml
+from harness.schema import DataSettings, EvalSettings, check_dataclass, check_section
+from trainers.config import TrainConfig, train_keys
 
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 
-EVAL_KEYS = {"n", "temperature", "top_p", "max_new_tokens", "limit", "batch_size"}
-TRAIN_KEYS = {
-    "lora",
-    "lora_r",
-    "lora_alpha",
-    "lora_dropout",
-    "epochs",
-    "max_steps",
-    "lr",
-    "batch_size",
-    "grad_accum",
-    "warmup_ratio",
-    "lr_scheduler",
-    "max_length",
-    "overlong",
-    "weight_decay",
-    "gradient_checkpointing",
-    "logging_steps",
-    "bf16",
-}
-DATA_KEYS = {
-    "student_temperature",
-    "student_max_new_tokens",
-    "teacher_temperature",
-    "teacher_max_new_tokens",
-    "filters",
-    "batch_size",
-}
+
+def _field_names(cls: type) -> set[str]:
+    return {f.name for f in fields(cls)}
+
+
+EVAL_KEYS = _field_names(EvalSettings)
+DATA_KEYS = _field_names(DataSettings)
+TRAIN_KEYS = train_keys()
 
 
 @dataclass
@@ -75,20 +57,22 @@ class RunConfig:
         from tasks.base import TaskError, get_task
         from trainers import get_method
 
-        for section, allowed in (("eval", EVAL_KEYS), ("train", TRAIN_KEYS), ("data", DATA_KEYS)):
-            unknown = sorted(set(getattr(self, section)) - allowed)
-            if unknown:
-                raise ConfigError(
-                    f"unknown {section} key(s) {', '.join(unknown)}; known: {', '.join(sorted(allowed))}"
-                )
+        check_dataclass(self, "run config")
+        self.eval = check_section(EvalSettings, self.eval, "eval")
+        self.data = check_section(DataSettings, self.data, "data")
+        self.train = check_section(TrainConfig, self.train, "train", TRAIN_KEYS)
         for task, settings in self.task_settings.items():
-            unknown = sorted(set(settings) - EVAL_KEYS)
-            if unknown:
-                raise ConfigError(f"task_settings.{task}: unknown key(s) {', '.join(unknown)}")
+            self.task_settings[task] = check_section(EvalSettings, settings, f"task_settings.{task}")
         for method, settings in self.method_train.items():
-            unknown = sorted(set(settings) - TRAIN_KEYS)
-            if unknown:
-                raise ConfigError(f"method_train.{method}: unknown key(s) {', '.join(unknown)}")
+            self.method_train[method] = check_section(
+                TrainConfig, settings, f"method_train.{method}", TRAIN_KEYS
+            )
+        for task in self.tasks:
+            settings = self.task_eval(task)
+            if settings.get("n", 1) > 1 and settings.get("temperature", 0.0) <= 0:
+                raise ConfigError(
+                    f"{task}: n > 1 with temperature 0 draws n identical greedy samples; set a temperature"
+                )
         if not self.methods:
             raise ConfigError("no methods given")
         if not self.seeds:

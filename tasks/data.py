@@ -28,8 +28,14 @@ def read_jsonl(path: Path, required: tuple[str, ...] = ()) -> Iterator[tuple[int
     """(line number, row) for every non-blank line; a bad row is one error naming file and line."""
     if not path.is_file():
         raise TaskError(f"data file not found: {path}")
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise TaskError(
+                    f"{path}:{lineno}: not UTF-8 (byte {raw[exc.start]:#04x} at column {exc.start + 1})"
+                ) from None
             if not line.strip():
                 continue
             try:
@@ -46,6 +52,10 @@ def read_jsonl(path: Path, required: tuple[str, ...] = ()) -> Iterator[tuple[int
 
 def hub_rows(dataset: str, split: str, config: str | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
     """Rows of a hub dataset; only reached when no data directory was given."""
+    from harness.hub import OFFLINE_HINT, hub_reachable
+
+    if not hub_reachable():
+        raise TaskError(f"cannot load {dataset}: {OFFLINE_HINT}")
     try:
         from datasets import load_dataset
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from trainers.config import TrainConfig
 from trainers.methods import (
     Method,
     MethodContext,
@@ -27,7 +28,7 @@ from trainers.records import (
     save_records,
 )
 
-_LOOP_NAMES = ("TrainConfig", "TrainResult", "train", "encode_example", "mean_target_loss")
+_LOOP_NAMES = ("TrainResult", "train", "encode_example", "mean_target_loss")
 
 __all__ = [
     "CritiqueRecord",
@@ -35,6 +36,7 @@ __all__ = [
     "MethodContext",
     "MethodPrompts",
     "RecordError",
+    "TrainConfig",
     "TrainingExample",
     "build_examples",
     "get_method",

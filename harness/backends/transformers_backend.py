@@ -77,6 +77,11 @@ class TransformersBackend(Backend):
             if self.adapter and Path(self.adapter, "tokenizer_config.json").is_file()
             else self.model_id
         )
+        if not Path(self.model_id).expanduser().exists():
+            from harness.hub import OFFLINE_HINT, hub_reachable
+
+            if not hub_reachable():
+                raise BackendError(f"model {self.model_id!r} is not a local folder, and {OFFLINE_HINT}")
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(tok_source)
             model_obj = AutoModelForCausalLM.from_pretrained(
@@ -88,7 +93,11 @@ class TransformersBackend(Backend):
         if self.adapter:
             from peft import PeftModel
 
-            model_obj = PeftModel.from_pretrained(model_obj, self.adapter)
+            try:
+                model_obj = PeftModel.from_pretrained(model_obj, self.adapter)
+            except (OSError, ValueError, KeyError) as exc:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise BackendError(f"cannot load adapter {self.adapter!r}: {first}") from None
             model_obj = model_obj.merge_and_unload()  # plain forward passes: faster and identical outputs
         self.model = model_obj.to(self.device).eval()
         if self.device == "cpu":

@@ -9,6 +9,7 @@ from typing import Any
 from harness.backends.base import make_backend
 from harness.config import ConfigError
 from harness.progress import console
+from harness.schema import DataSettings
 from harness.store import write_text_atomic
 from harness.types import SamplingParams
 from tasks.base import ScoringContext
@@ -27,10 +28,10 @@ class DataBuildConfig:
     limit: int | None = None
     seed: int = 0
     data_dir: str | None = None
-    student_temperature: float = 0.0
-    student_max_new_tokens: int = 1024
-    teacher_max_new_tokens: int = 1024
-    batch_size: int = 16
+    student_temperature: float = DataSettings.student_temperature
+    student_max_new_tokens: int = DataSettings.student_max_new_tokens
+    teacher_max_new_tokens: int = DataSettings.teacher_max_new_tokens
+    batch_size: int = DataSettings.batch_size
     filters: list[str] = field(default_factory=lambda: list(DEFAULT_FILTERS))
     teacher_prompts: dict[str, str] = field(default_factory=dict)
     grader_timeout: float = 5.0

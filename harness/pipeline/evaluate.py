@@ -19,7 +19,7 @@ from harness.prompts import PromptTemplates
 from harness.results import SCHEMA, SCHEMA_VERSION, results_document, summarize_task
 from harness.store import RunFolder, write_json_atomic
 from harness.types import GenerationRequest, Item, SamplingParams
-from tasks.base import ScoringContext, Task, get_task
+from tasks.base import ScoringContext, Task, TaskError, get_task
 from tasks.data import resolve_data_dir
 
 #: Samples generated, scored and appended together; a kill loses at most one chunk of unwritten work.
@@ -61,13 +61,21 @@ def plan_tasks(
     plans = []
     for name in task_names:
         task = get_task(name)
-        items = task.load(data_dir)
+        items = require_items(task, data_dir)
         if limit is not None:
             items = items[:limit]
         budget = max_new_tokens or task.default_max_new_tokens
         sampling = SamplingParams(base_sampling.temperature, base_sampling.top_p, budget, base_sampling.stop)
         plans.append(TaskPlan(task, items, sampling))
     return plans
+
+
+def require_items(task: Task, data_dir: Path | None) -> list[Item]:
+    """A task's items, or one error before any model loads: an empty data file has nothing to evaluate."""
+    items = task.load(data_dir)
+    if not items:
+        raise TaskError(f"{task.name}: no items in its data ({task.source(data_dir)}); is the file empty?")
+    return items
 
 
 def generate_and_score(

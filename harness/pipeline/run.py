@@ -16,7 +16,7 @@ import shutil
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, as_completed
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +25,13 @@ from harness.comparison import TaskSpec
 from harness.config import ConfigError
 from harness.locks import FolderLock
 from harness.manifest import build_manifest
-from harness.pipeline.evaluate import TaskPlan, default_label, summarize_model
+from harness.pipeline.evaluate import TaskPlan, default_label, require_items, summarize_model
 from harness.pipeline.jobs import JobTiming, default_workers, eval_job, make_executor, train_job
 from harness.pipeline.worlds import World, make_world
 from harness.progress import console
 from harness.prompts import PromptTemplates
 from harness.runconfig import RunConfig
+from harness.schema import DataSettings
 from harness.store import RunFolder, config_hash, write_json_atomic
 from harness.types import SamplingParams
 from tasks.base import ScoringContext, Task, get_task
@@ -77,15 +78,19 @@ class Stages:
 
 
 def run_folder_identity(cfg: RunConfig, world: World) -> dict[str, Any]:
+    """What decides the critique data, resolved: a changed default in code (a teacher prompt, a data
+    setting) changes the folder, not only a user's override of it."""
+    from trainers.llm_teacher import TeacherPrompts
+
     return {
         "world": world.identity(),
         "teacher": cfg.teacher,
         "problems": cfg.problems,
         "num_problems": cfg.num_problems,
         "seed": cfg.seed,
-        "data": cfg.data,
-        "teacher_prompts": cfg.teacher_prompts,
-        "prompts": cfg.prompts,
+        "data": asdict(DataSettings(**cfg.data)),
+        "teacher_prompts": asdict(TeacherPrompts().with_overrides(cfg.teacher_prompts)),
+        "prompts": asdict(PromptTemplates().with_overrides(cfg.prompts)),
     }
 
 
@@ -176,14 +181,12 @@ class BuildProgress:
 def build_critique_data(cfg: RunConfig, world: World, run: RunFolder, base_path: str) -> Path:
     out = run.root / "critique"
     items = world.train_items()
-    data = cfg.data
-    sampling = SamplingParams(
-        data.get("student_temperature", 0.0), 1.0, data.get("student_max_new_tokens", 1024)
-    )
-    filters = tuple(data.get("filters", DEFAULT_FILTERS))
+    data = DataSettings(**cfg.data)
+    sampling = SamplingParams(data.student_temperature, 1.0, data.student_max_new_tokens)
+    filters = tuple(DEFAULT_FILTERS if data.filters is None else data.filters)
     options = BuildOptions(student_sampling=sampling, filters=filters, seed=cfg.seed)
     with (
-        LazyBackend(model=base_path, batch_size=data.get("batch_size", 32)) as student,
+        LazyBackend(model=base_path, batch_size=data.batch_size) as student,
         ScoringContext() as ctx,
     ):
         teacher = world.teacher(student)
@@ -198,6 +201,33 @@ def build_critique_data(cfg: RunConfig, world: World, run: RunFolder, base_path:
         f"kept {s['kept']}"
     )
     return out / "records.jsonl"
+
+
+def model_key(
+    method: str,
+    seed: int,
+    settings: dict[str, Any],
+    records_sha: str,
+    base_key: str,
+    prompts: Any,
+    templates: PromptTemplates,
+) -> str:
+    """A trained model's cache key from its *resolved* settings: every TrainConfig value (defaults
+    included) and the full method and evaluation prompts, so a changed default retrains."""
+    from trainers.config import TrainConfig
+
+    resolved = TrainConfig(base="", method=method, out_dir="", seed=seed, **settings).to_dict()
+    for where in ("base", "out_dir", "prompt_overrides"):
+        resolved.pop(where)
+    return config_hash(
+        {
+            "train": resolved,
+            "records": records_sha,
+            "base": base_key,  # what the base is, not where it is cached
+            "method_prompts": asdict(prompts),
+            "prompts": asdict(templates),
+        }
+    )
 
 
 def model_label(method: str, seed: int, key: str) -> str:
@@ -237,17 +267,7 @@ def train_and_evaluate(
     for method in cfg.methods:
         for seed in cfg.seeds:
             settings = cfg.method_train_settings(method)
-            key = config_hash(
-                {
-                    "method": method,
-                    "seed": seed,
-                    "train": settings,
-                    "records": records_sha,
-                    "base": base_key,  # what the base is, not where it is cached
-                    "method_prompts": cfg.method_prompts,
-                    "prompts": cfg.prompts,
-                }
-            )
+            key = model_key(method, seed, settings, records_sha, base_key, prompts, templates)
             label = model_label(method, seed, key)
             entry = ModelEntry(label, method, seed, str(run.root / "models" / label))
             entries.append(entry)
@@ -309,7 +329,7 @@ def plan_run_tasks(cfg: RunConfig, data_dir: Path | None) -> list[TaskPlan]:
     for name in cfg.tasks:
         task = get_task(name)
         settings = cfg.task_eval(name)
-        items = task.load(data_dir)
+        items = require_items(task, data_dir)
         if settings.get("limit"):
             items = items[: settings["limit"]]
         sampling = SamplingParams(

@@ -8,6 +8,7 @@ from typing import Any, Protocol
 from harness.backends.base import Backend, make_backend
 from harness.prompts import PromptTemplates
 from harness.runconfig import RunConfig
+from harness.schema import DataSettings
 from harness.teacher import Teacher
 from harness.types import Item, Message, SamplingParams
 
@@ -62,15 +63,13 @@ def llm_teacher(cfg: RunConfig, student: Backend) -> Teacher:
     """The teacher model behind our prompts; the student's own backend when teacher == base."""
     from trainers.llm_teacher import LLMTeacher, TeacherPrompts
 
-    data = cfg.data
+    data = DataSettings(**cfg.data)
     backend = (
         student
         if cfg.teacher == cfg.base
-        else make_backend("transformers", model=cfg.teacher, batch_size=data.get("batch_size", 16))
+        else make_backend("transformers", model=cfg.teacher, batch_size=data.batch_size)
     )
-    sampling = SamplingParams(
-        data.get("teacher_temperature", 0.0), 1.0, data.get("teacher_max_new_tokens", 1024)
-    )
+    sampling = SamplingParams(data.teacher_temperature, 1.0, data.teacher_max_new_tokens)
     return LLMTeacher(backend, TeacherPrompts().with_overrides(cfg.teacher_prompts), sampling)
 
 
