@@ -120,12 +120,19 @@ def tasks_cmd(data_dir: Annotated[str | None, typer.Option("--data-dir")] = None
     from tasks.data import resolve_data_dir
 
     resolved = _run_guarded(resolve_data_dir, data_dir)
+    if resolved is None:
+        from harness.hub import OFFLINE_HINT, hub_reachable
+
+        if not hub_reachable():
+            typer.echo(f"no local data: {OFFLINE_HINT}")
     for name in task_names():
         task = get_task(name)
         try:
             count = str(len(task.load(resolved)))
         except Exception as exc:  # one broken source must not hide the others
-            count = f"unavailable ({str(exc).splitlines()[0][:80]})"
+            count = f"unavailable ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+            if resolved is None:
+                count = "unavailable (hub)"
         typer.echo(f"{name:<16} {count:>6}  {task.source(resolved)}  — {task.description}")
 
 

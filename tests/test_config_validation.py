@@ -87,3 +87,55 @@ def test_every_run_config_key_the_readme_shows_resolves(tmp_path):
     config_files = sorted((REPO / "configs").glob("*.yaml"))
     for path in config_files:
         resolve_run_config(None, path, {})
+
+
+def _eval(tmp_path, *args):
+    return runner.invoke(app, ["eval", "--model", "m", "--out", str(tmp_path / "runs"), *args])
+
+
+def test_empty_data_file_fails_before_any_model_loads(tmp_path):
+    (tmp_path / "data" / "math500").mkdir(parents=True)
+    (tmp_path / "data" / "math500" / "test.jsonl").write_text("")
+    result = _eval(tmp_path, "--tasks", "math500", "--data-dir", str(tmp_path / "data"))
+    assert result.exit_code == 2 and "no items" in result.output, result.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_non_utf8_row_is_one_line_naming_file_and_line(tmp_path):
+    (tmp_path / "data" / "math500").mkdir(parents=True)
+    good = '{"problem": "p", "answer": "1", "unique_id": "a"}\n'
+    (tmp_path / "data" / "math500" / "test.jsonl").write_bytes(good.encode() + b'{"problem": "\xff"}\n')
+    result = _eval(tmp_path, "--tasks", "math500", "--data-dir", str(tmp_path / "data"))
+    assert result.exit_code == 2 and "test.jsonl:2: not UTF-8" in result.output, result.output
+
+
+ADAPTER_CASES = [((), "no adapter_config.json"), (("adapter_config.json",), "has no adapter weights")]
+
+
+@pytest.mark.parametrize(("files", "message"), ADAPTER_CASES)
+def test_adapter_folder_without_weights_is_refused_up_front(tmp_path, files, message):
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    for name in files:
+        (adapter / name).write_text("{}")
+    result = _eval(tmp_path, "--adapter", str(adapter), "--tasks", "math500")
+    assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_offline_hub_fails_fast_with_the_whole_hint(tmp_path, monkeypatch):
+    import time
+
+    from harness.hub import hub_reachable
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("CGD_BENCH_DATA", raising=False)
+    hub_reachable.cache_clear()
+    try:
+        t0 = time.monotonic()
+        result = _eval(tmp_path, "--tasks", "math500")
+        assert result.exit_code == 2 and "pass --data-dir DIR" in result.output, result.output
+        listing = runner.invoke(app, ["tasks"])
+        assert listing.exit_code == 0 and "hub is not reachable" in listing.output
+        assert time.monotonic() - t0 < 30
+    finally:
+        hub_reachable.cache_clear()
