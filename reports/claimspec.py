@@ -13,7 +13,9 @@ analogue, e.g. CFT* -> cft) and `note`. `expr` kinds and their fields:
 - loss_spike: spiky, smooth, early_fraction, factor  (see reports.findings)
 - sweep: param, values, methods                    needs one run per value: not applicable on one run
 - paper_only: needs                                no run can check it; `needs` says what it would take
-- paper_arithmetic: values, reported, tolerance    the paper's own table: mean(values) == reported
+- paper_arithmetic: paper, table, row, column[, check]  a cell of reports/paper_data/<paper>.yaml and its
+  consistency checks (reports.paper_numbers; `check` picks one relation). No numbers and no `paper` field:
+  they are read from that data at evaluation, so the paper's tables have one source of truth.
 
 A side is `{method, metric}`; a metric is `{task: X}` (the task's headline score), `{task: X, metric: M}`
 (M = pass@k / maj@k / avg@n from correctness, or a per-sample score key such as inst_strict),
@@ -26,10 +28,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
 
+from reports import paper_numbers
 from reports.taskmap import PAPER_GROUPS
 
 CLAIMS_DIR = Path(__file__).resolve().parent / "claims"
@@ -132,9 +135,11 @@ class PaperOnly:
 
 @dataclass(frozen=True)
 class PaperArithmetic:
-    values: tuple[float, ...]
-    reported: float
-    tolerance: float
+    paper: str  # a reports/paper_data id
+    table: str
+    row: str
+    column: str
+    check: str | None = None  # one relation of the cell (average, row_difference, ...); None: all of them
 
 
 Expr = Difference | Ordering | Ratio | Within | AllOf | LossSpike | Sweep | PaperOnly | PaperArithmetic
@@ -315,14 +320,30 @@ def _expr(ctx: _Ctx, d: dict[str, Any], nested: bool = False) -> Expr:
         return Sweep(ctx.get(d, "expr", "param", str), tuple(values), tuple(methods))
     if kind == "paper_only":
         return PaperOnly(ctx.get(d, "expr", "needs", str))
-    values = [
-        ctx.check(v, f"expr.values[{i}]", float) for i, v in enumerate(ctx.get(d, "expr", "values", list))
-    ]
-    if not values:
-        raise ctx.fail("expr.values", "must not be empty")
-    return PaperArithmetic(
-        tuple(values), ctx.number(d, "expr", "reported"), ctx.number(d, "expr", "tolerance", 0.0)
-    )
+    return _paper_cell(ctx, d)
+
+
+def _paper_cell(ctx: _Ctx, d: dict[str, Any]) -> PaperArithmetic:
+    """A paper_arithmetic expr: a cell that must exist in reports/paper_data (numbers stay there)."""
+    if extra := sorted(set(d) - {"kind", "paper", "table", "row", "column", "check"}):
+        raise ctx.fail("expr", f"unknown keys {extra} (the paper's numbers are read from reports/paper_data)")
+    paper_id, table_id = ctx.get(d, "expr", "paper", str), ctx.get(d, "expr", "table", str)
+    row, column = ctx.get(d, "expr", "row", str), ctx.get(d, "expr", "column", str)
+    check = ctx.check(d["check"], "expr.check", str) if "check" in d else None
+    if check is not None and check not in (kinds := list(get_args(paper_numbers.CheckKind))):
+        raise ctx.fail("expr.check", f"must be one of {kinds}, got {check!r}")
+    field = "expr.paper"  # the lookup that fails names the field
+    try:
+        paper = paper_numbers.load_paper(paper_id)
+        field = "expr.table"
+        table = paper.table(table_id)
+        field = "expr.row"
+        table.row(row)
+        field = "expr.column"
+        table.column(column)
+    except KeyError as exc:
+        raise ctx.fail(field, str(exc.args[0])) from None
+    return PaperArithmetic(paper_id, table_id, row, column, check)
 
 
 def parse_claims(doc: Any, origin: str = "<claims>") -> list[Claim]:
@@ -346,7 +367,10 @@ def parse_claims(doc: Any, origin: str = "<claims>") -> list[Claim]:
         if cid in seen:
             raise ctx.fail("id", "duplicate id")
         seen.add(cid)
-        paper = ctx.get(d, "", "paper", (dict, list))
+        expr = _expr(ctx, ctx.get(d, "", "expr", dict))
+        if isinstance(expr, PaperArithmetic) and "paper" in d:
+            raise ctx.fail("paper", "not for paper_arithmetic: its numbers are read from reports/paper_data")
+        paper = {} if isinstance(expr, PaperArithmetic) else ctx.get(d, "", "paper", (dict, list))
         stands_in = ctx.check(d.get("stands_in", {}), "stands_in", dict)
         for pm, rm in stands_in.items():
             ctx.method(rm, f"stands_in.{pm}")
@@ -357,7 +381,7 @@ def parse_claims(doc: Any, origin: str = "<claims>") -> list[Claim]:
                 text=ctx.get(d, "", "text", str),
                 source=ctx.get(d, "", "source", str),
                 paper=paper,
-                expr=_expr(ctx, ctx.get(d, "", "expr", dict)),
+                expr=expr,
                 student=ctx.check(d["student"], "student", str) if "student" in d else None,
                 stands_in=tuple((str(k), str(v)) for k, v in stands_in.items()),
                 note=ctx.check(d["note"], "note", str) if "note" in d else None,

@@ -130,6 +130,7 @@ def pass_at_k_figure(run: RunData) -> FigureSpec | None:
                 color=colors[method],
                 linestyle="--" if method == "cgd" else "-",
             )
+        ax.set_xticks(range(1, run.task_view(methods[0], task).n + 1))
         ax.set_xlabel("k (samples per problem)")
         ax.set_ylabel("pass@k (%)")
         ax.set_title(f"pass@k on {display(task)}")
@@ -152,6 +153,8 @@ def general_deltas(run: RunData, n_boot: int = 2000) -> FigureSpec | None:
     ax = fig.add_subplot()
     width = 0.8 / len(methods)
     x = np.arange(len(tasks))
+    lows: list[float] = []
+    highs: list[float] = []
     for i, method in enumerate(methods):
         diffs = []
         for t in tasks:
@@ -161,6 +164,8 @@ def general_deltas(run: RunData, n_boot: int = 2000) -> FigureSpec | None:
                 paired_bootstrap([base[k] for k in shared], [mine[k] for k in shared], n_boot=n_boot)
             )
         values = [100 * d.diff for d in diffs]
+        lows += [100 * d.ci_low for d in diffs]
+        highs += [100 * d.ci_high for d in diffs]
         err = np.array([[100 * (d.diff - d.ci_low), 100 * (d.ci_high - d.diff)] for d in diffs]).T
         ax.bar(
             x + (i - (len(methods) - 1) / 2) * width,
@@ -175,10 +180,12 @@ def general_deltas(run: RunData, n_boot: int = 2000) -> FigureSpec | None:
             linewidth=0.4,
         )
     ax.axhline(0, color="black", linewidth=0.8)
+    # Zero stays inside the axis, with room on both sides of it for whiskers and the legend.
+    ax.set_ylim(min(-10.0, min(lows) - 5), max(10.0, max(highs) + 5))
     ax.set_xticks(x, [display(t) for t in tasks])
     ax.set_xlabel("Task")
     ax.set_ylabel("Δ vs base (points)")
-    title = "General abilities: change against the base model (95% paired CI)"
+    title = "General abilities: Δ vs base (95% paired CI)"
     ax.set_title(title)
     ax.legend(fontsize=7)
     caption = "; ".join(_n_text(run, "base", t) for t in tasks) + ". Paired bootstrap over items."

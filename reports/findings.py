@@ -13,24 +13,37 @@ ordering is one relation per adjacent pair: it holds if all hold, fails if any f
 a - f*b with the same paired bootstrap (equivalent to mean(a)/mean(b) <op> f when mean(b) > 0, and still
 defined when b scores 0); the ratio of means is shown beside it. Floor/ceiling guard: when every item of
 both sides scores the same 0 or 1 (a CI of width 0 that says nothing about the methods), the relation is
-inconclusive, not decided. Loss spike: a label spikes if max(loss over rows with step/max_steps <=
-early_fraction) > factor x median(loss over all rows); the claim holds if every seed of `spiky` spikes and
-no seed of `smooth` does, fails if no seed of `spiky` spikes or every seed of `smooth` does, else is
-inconclusive. paper_arithmetic checks the paper's own table (|mean(row) - reported| <= tolerance), not the
-run. Anything the run lacks (a method, a task or all members of a group, samples, enough samples per item
-for pass@k, train-log rows, a sweep) makes the claim `not applicable` with `missing` naming it; no claim
-raises. A toy task stands in for the benchmark reports.taskmap.ANALOGUES maps it to; such findings (and those
-where `stands_in` maps a paper method to a run method) are marked `analogue`. Points = fraction x 100.
+inconclusive, not decided.
+
+Loss spike: a *rise*, not a high start. Over the logged rows with step/max_steps <= early_fraction, a
+label spikes if some loss exceeds the lowest loss logged before it by more than `factor`
+(max_i loss[i] / min_{j<i} loss[j] > factor); a steep but monotone early decline, the normal shape of a
+loss curve, is no spike however high it starts. It needs >= 3 rows in the early window (else not
+applicable: log every step). The claim holds if every seed of `spiky` spikes and no seed of `smooth` does,
+fails if no seed of `spiky` spikes or every seed of `smooth` does, else is inconclusive.
+
+paper_arithmetic checks the paper's own table, not the run: it names a cell of reports/paper_data and takes
+the verdict from reports.paper_numbers.check_table (the one place the tables and their consistency rule
+live): `ok` -> holds, `mismatch` (>= 1.0 point) -> fails, `unchecked` -> not applicable, and `minor` ->
+holds, with the size in the note. minor is not `inconclusive` because nothing about it is uncertain: the
+arithmetic is exact, and paper_numbers defines minor as a slip too small to change any stated comparison,
+which is what the claim ("the reported average is the mean of its row", i.e. the paper's averages can be
+trusted for its comparisons) is about; the note keeps the slip visible.
+
+Anything the run lacks (a method, a task or members of a group, samples, enough samples per item for pass@k,
+train-log rows, a sweep) makes the claim `not applicable` with `missing` naming it; no claim raises, and a
+group is never averaged over fewer real tasks than it has. A toy task stands in for the benchmark
+reports.taskmap.ANALOGUES maps it to; a paper group none of whose members the run has is read from the toy
+tasks reports.taskmap.GROUP_ANALOGUES declares for it (G1 from toy_id). Such findings (and those where
+`stands_in` maps a paper method to a run method) are marked `analogue`. Points = fraction x 100.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -38,74 +51,35 @@ from harness import stats
 from harness.store import write_text_atomic
 from reports import claimspec as cs
 from reports.claimspec import Claim, MetricRef, claim_files, load_claims
+from reports.findings_render import (
+    VERDICTS,
+    Decision,
+    Finding,
+    RunNumber,
+    findings_json,
+    findings_markdown,
+    summary_counts,
+)
+from reports.findings_special import NotApplicable, combine, loss_spike, paper_arithmetic
 from reports.rundata import RunData
-from reports.taskmap import ANALOGUES, is_analogue
+from reports.taskmap import ANALOGUES, GROUP_ANALOGUES, PAPER_GROUPS, is_analogue
 
 __all__ = [
+    "VERDICTS",
+    "Decision",
     "Finding",
+    "NotApplicable",
+    "RunNumber",
     "claim_files",
     "evaluate_claims",
     "findings_json",
     "findings_markdown",
     "load_claims",
+    "summary_counts",
     "write_findings",
 ]
 
-SCHEMA, SCHEMA_VERSION = "cgd-bench/findings", 1
-VERDICTS = ("holds", "fails", "inconclusive", "not applicable")
 N_BOOT = 2000
-
-
-class NotApplicable(Exception):
-    def __init__(self, *missing: str):
-        super().__init__("; ".join(missing))
-        self.missing = list(missing)
-
-
-@dataclass
-class RunNumber:
-    what: str
-    value: float | None
-    ci_low: float | None
-    ci_high: float | None
-    unit: str  # points, tokens or x (a ratio)
-    n: list[int] = field(default_factory=list)  # samples per item, per task
-    items: int = 0
-
-
-@dataclass
-class Decision:
-    relation: str
-    verdict: str
-    diff: float | None = None
-    ci_low: float | None = None
-    ci_high: float | None = None
-    unit: str = "points"
-    items: int = 0
-    p_value: float | None = None
-    ratio: float | None = None
-    note: str = ""
-
-
-@dataclass
-class Finding:
-    paper_id: str
-    claim_id: str
-    text: str
-    source: str
-    kind: str
-    paper: Any
-    verdict: str
-    student: str | None = None
-    reason: str = ""
-    numbers: list[RunNumber] = field(default_factory=list)
-    decisions: list[Decision] = field(default_factory=list)
-    analogue: bool = False
-    mapping: dict[str, str] = field(default_factory=dict)  # paper task -> run task
-    stands_in: dict[str, str] = field(default_factory=dict)  # paper method -> run method
-    missing: list[str] = field(default_factory=list)
-    scope: str = "run"  # "paper": checks the paper's own table
-    note: str | None = None
 
 
 @dataclass
@@ -114,6 +88,7 @@ class _Arm:
     ref: MetricRef
     strata: list[tuple[str, dict[str, float]]]  # (run task, item id -> score)
     n: list[int]
+    read_from: str | None = None  # a group read from its declared toy analogue tasks
 
     @property
     def unit(self) -> str:
@@ -123,6 +98,8 @@ class _Arm:
     def label(self) -> str:
         """What the run measured: the run's task (a toy task where it stands in) or the group's name."""
         where = self.ref.group or self.strata[0][0]
+        if self.read_from:
+            where += f" (read from {self.read_from})"
         return " ".join(x for x in (self.method, where, self.ref.metric, self.ref.stat) if x)
 
 
@@ -133,12 +110,6 @@ def _judge(op: str, lo: float, hi: float, t: float) -> str:
     return "holds" if holds else "fails" if fails else "inconclusive"
 
 
-def _combine(verdicts: Sequence[str]) -> str:
-    if "fails" in verdicts:
-        return "fails"
-    return "holds" if verdicts and all(v == "holds" for v in verdicts) else "inconclusive"
-
-
 def _mean(values: Sequence[float]) -> float:
     return float(sum(values) / len(values))
 
@@ -147,6 +118,7 @@ class _Evaluator:
     def __init__(self, run: RunData):
         self.run = run
         self.mapping: dict[str, str] = {}
+        self.notes: list[str] = []  # said once in the finding's reason (e.g. a group read from its analogue)
         self._cache: dict[tuple[str, str, MetricRef], dict[str, float]] = {}
 
     # --- resolving methods, tasks and per-item scores ---------------------------------------------------
@@ -156,23 +128,47 @@ class _Evaluator:
         stand_ins = [toy for toy, real in ANALOGUES.items() if real == task and toy in self.run.tasks]
         return stand_ins[0] if stand_ins else None
 
+    def resolve(self, ref: MetricRef) -> tuple[dict[str, str], list[str], str | None]:
+        """(paper name -> run task, the paper tasks the run lacks, the analogue tasks a group is read from).
+
+        A paper group (reports.taskmap.PAPER_GROUPS) none of whose members the run has is read from the
+        tasks GROUP_ANALOGUES declares for it, when the run has all of them: a toy run's G1 is its toy_id.
+        A run with some real members and not others lacks the others; it is never averaged over fewer.
+        """
+        resolved = {t: self.run_task(t) for t in ref.tasks}
+        lacking = [t for t, rt in resolved.items() if rt is None]
+        stand = GROUP_ANALOGUES.get(ref.group or "", ())
+        if (
+            lacking
+            and stand
+            and ref.tasks == PAPER_GROUPS.get(ref.group or "")
+            and not any(t in self.run.tasks for t in ref.tasks)
+            and all(t in self.run.tasks for t in stand)
+        ):
+            joined = "+".join(stand)
+            return {str(ref.group): joined}, [], joined
+        return {t: rt for t, rt in resolved.items() if rt is not None}, lacking, None
+
     def arms(self, methods: Sequence[str], ref: MetricRef) -> list[_Arm]:
         missing = [f"method {m}" for m in methods if m not in self.run.methods]
-        resolved = {t: self.run_task(t) for t in ref.tasks}
-        missing += [f"task {t}" for t, rt in resolved.items() if rt is None]
+        mapping, lacking, read_from = self.resolve(ref)
+        missing += [f"task {t}" for t in lacking]
         if missing:
             raise NotApplicable(*missing)
-        tasks = [rt for rt in resolved.values() if rt is not None]
+        tasks = [t for rt in mapping.values() for t in rt.split("+")]
         missing = [f"{m} results on {t}" for m in methods for t in tasks if t not in self.run.method_tasks(m)]
         if missing:
             raise NotApplicable(*missing)
         if not self.run.paired:
             raise NotApplicable("per-item samples (results.json only, or written before schema v2)")
-        self.mapping.update({t: rt for t, rt in resolved.items() if rt is not None})
+        self.mapping.update(mapping)
+        if read_from:
+            note = f"{str(ref.group).upper()} read from {read_from} (declared analogue)"
+            self.notes += [note] if note not in self.notes else []
         arms = []
         for m in methods:
             strata = [(t, self.scores(m, t, ref)) for t in tasks]
-            arms.append(_Arm(m, ref, strata, [self.run.task_view(m, t).n for t in tasks]))
+            arms.append(_Arm(m, ref, strata, [self.run.task_view(m, t).n for t in tasks], read_from))
         return arms
 
     def scores(self, method: str, task: str, ref: MetricRef) -> dict[str, float]:
@@ -272,13 +268,10 @@ class _Evaluator:
         if isinstance(e, cs.Sweep):
             raise NotApplicable(self._sweep_missing(e))
         if isinstance(e, cs.PaperArithmetic):
-            f.scope, recomputed = "paper", _mean(e.values)
-            ok = abs(recomputed - e.reported) <= e.tolerance + 1e-9
-            rel = f"mean of the row {recomputed:.2f} vs reported {e.reported:g} (tolerance {e.tolerance:g})"
-            f.decisions = [Decision(rel, "holds" if ok else "fails", recomputed - e.reported)]
-        elif isinstance(e, cs.LossSpike):
-            self._loss_spike(e, f)
-        elif isinstance(e, cs.Ordering):
+            return paper_arithmetic(e, f)
+        if isinstance(e, cs.LossSpike):
+            return loss_spike(self.run, e, f)
+        if isinstance(e, cs.Ordering):
             arms = self.arms(e.methods, e.metric)
             f.numbers = [self.number(a) for a in arms]
             f.decisions = [
@@ -299,7 +292,7 @@ class _Evaluator:
                     f.decisions.append(self.relation(a, b, p.op, 0.0, factor=p.factor))
                 else:
                     f.decisions.append(self.relation(a, b, "<=", 0.0, tol=p.tolerance))
-        f.verdict = _combine([d.verdict for d in f.decisions])
+        f.verdict = combine([d.verdict for d in f.decisions])
 
     def _check_all(self, sides: Sequence[cs.Side]) -> None:
         """Raise once, naming everything every side lacks."""
@@ -326,48 +319,6 @@ class _Evaluator:
             f"this run has {e.param} = {', '.join(sorted(have))}"
         )
 
-    def _loss_spike(self, e: cs.LossSpike, f: Finding) -> None:
-        missing = [f"method {m}" for m in (e.spiky, e.smooth) if m not in self.run.methods]
-        if missing:
-            raise NotApplicable(*missing)
-        parts: list[str] = []
-        for method, want in ((e.spiky, True), (e.smooth, False)):
-            seen: list[bool] = []
-            for label in self.run.methods[method]:
-                peak, median, rows = self._spike_stats(label, e.early_fraction)
-                spikes = peak > e.factor * median
-                seen.append(spikes)
-                what = f"{method} {label} early max / median loss"
-                f.numbers.append(RunNumber(what, peak / median, None, None, "x"))
-                rel = (
-                    f"{label}: max loss in first {e.early_fraction:.0%} = {peak:.3g}, median {median:.3g}, "
-                    f"ratio {peak / median:.2f} {'>' if spikes else '<='} {e.factor:g} "
-                    f"({'spike' if spikes else 'no spike'}; {method} should {'' if want else 'not '}spike)"
-                )
-                f.decisions.append(
-                    Decision(rel, "holds" if spikes == want else "fails", unit="x", items=rows)
-                )
-            ok = [s == want for s in seen]
-            parts.append("holds" if all(ok) else "fails" if not any(ok) else "inconclusive")
-        f.verdict = _combine(parts)
-
-    def _spike_stats(self, label: str, frac: float) -> tuple[float, float, int]:
-        pts = [
-            (float(r["step"]) / float(r["max_steps"]), float(r["loss"]))
-            for r in self.run.train_log(label)
-            if r.get("max_steps") and math.isfinite(float(r["loss"]))
-        ]
-        if len(pts) < 3:
-            raise NotApplicable(f"a train log with >= 3 loss rows (models/{label}/train_log.jsonl)")
-        early = [loss for p, loss in pts if p <= frac]
-        if not early:
-            first = min(p for p, _ in pts)
-            raise NotApplicable(f"train-log rows of {label} in the first {frac:.0%} (first at {first:.0%})")
-        median = float(np.median([loss for _, loss in pts]))
-        if median <= 0:
-            raise NotApplicable(f"a positive median loss for {label}")
-        return max(early), median, len(pts)
-
 
 def evaluate_claims(run: RunData, claims: Sequence[Claim]) -> list[Finding]:
     """One finding per claim, in order; never raises for a claim (see the module docstring)."""
@@ -387,122 +338,12 @@ def evaluate_claims(run: RunData, claims: Sequence[Claim]) -> list[Finding]:
             f.verdict, f.reason = "not applicable", f"cannot evaluate: {type(exc).__name__}: {exc}"
             f.missing, f.numbers, f.decisions = [f.reason], [], []
         f.mapping = dict(ev.mapping)
-        f.analogue = any(is_analogue(t) for t in f.mapping.values()) or bool(f.stands_in)
+        run_tasks = [t for rt in f.mapping.values() for t in rt.split("+")]
+        f.analogue = any(is_analogue(t) for t in run_tasks) or bool(f.stands_in)
         if not f.reason:
-            f.reason = "; ".join(d.note for d in f.decisions if d.note)
+            f.reason = "; ".join([*ev.notes, *(d.note for d in f.decisions if d.note)])
         findings.append(f)
     return findings
-
-
-# --- rendering -------------------------------------------------------------------------------------------
-def _fmt(v: float | None, unit: str, signed: bool = False) -> str:
-    if v is None:
-        return "-"
-    digits = 0 if unit == "tokens" else 2 if unit == "x" else 1
-    return f"{v:+.{digits}f}" if signed else f"{v:.{digits}f}"
-
-
-def _paper_text(paper: Any) -> str:
-    if isinstance(paper, dict):
-        return ", ".join(f"{k} {_paper_text(v)}" for k, v in paper.items())
-    if isinstance(paper, list):
-        return ", ".join(_paper_text(v) for v in paper)
-    return str(paper)
-
-
-def _number_text(n: RunNumber) -> str:
-    ci = f" [{_fmt(n.ci_low, n.unit)}, {_fmt(n.ci_high, n.unit)}]" if n.ci_low is not None else ""
-    extra = f" (n={'/'.join(map(str, n.n))}, {n.items} items)" if n.items else ""
-    return f"{n.what} {_fmt(n.value, n.unit)}{ci}{extra}"
-
-
-def _decision_text(d: Decision) -> str:
-    if d.ci_low is None:
-        return f"{d.relation}: {d.verdict}"
-    ratio = f"ratio {d.ratio:.2f}x; " if d.ratio is not None else ""
-    return (
-        f"{ratio}{d.relation}: {_fmt(d.diff, d.unit, True)} [{_fmt(d.ci_low, d.unit, True)}, "
-        f"{_fmt(d.ci_high, d.unit, True)}] ({d.items} items) {d.verdict}"
-    )
-
-
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ") or "-"
-
-
-def summary_counts(findings: Sequence[Finding]) -> dict[str, int]:
-    return {v: sum(f.verdict == v for f in findings) for v in VERDICTS}
-
-
-def findings_markdown(findings: Sequence[Finding], run: RunData) -> str:
-    lines = [
-        f"# Findings: {run.root.name}",
-        "",
-        f"Run `{run.root}`: methods {', '.join(run.methods)}; tasks {', '.join(run.tasks)}.",
-        "",
-        "Scores in points (x100) with 95% bootstrap CIs over items; a relation holds or fails only when the "
-        "paired bootstrap CI of its deciding difference lies wholly on one side of the threshold.",
-    ]
-    header = "| claim | paper | run [95% CI] (n, items) | deciding difference [95% CI] | verdict | analogue |"
-    for paper_id in sorted({f.paper_id for f in findings}):
-        group = [f for f in findings if f.paper_id == paper_id]
-        lines += ["", f"## {paper_id}", "", header, "|---|---|---|---|---|---|"]
-        for f in group:
-            mapped = ", ".join(f"{k}->{v}" for k, v in f.mapping.items() if k != v)
-            stand = ", ".join(f"{k}->{v}" for k, v in f.stands_in.items())
-            marker = "analogue" + (
-                f" ({'; '.join(x for x in (mapped, stand) if x)})" if mapped or stand else ""
-            )
-            cells = [
-                f"{f.claim_id}: {f.text}" + (f" ({f.student})" if f.student else ""),
-                _paper_text(f.paper),
-                "; ".join(_number_text(n) for n in f.numbers)
-                or ("paper's table" if f.scope == "paper" else "-"),
-                "; ".join(_decision_text(d) for d in f.decisions) or "-",
-                f"**{f.verdict}**",
-                marker if f.analogue else "",
-            ]
-            lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
-        notes = [
-            f"- {f.claim_id}: " + " ".join(x for x in (f.reason, f"({f.note})" if f.note else "") if x)
-            for f in group
-            if f.reason or f.note
-        ]
-        if notes:
-            lines += ["", "Notes:", *notes]
-    counts = summary_counts(findings)
-    lines += [
-        "",
-        "**Summary:** "
-        + ", ".join(f"{v} {c}" for v, c in counts.items())
-        + f" ({len(findings)} claims; {sum(f.analogue for f in findings)} marked analogue; "
-        f"{sum(f.scope == 'paper' for f in findings)} check the paper's own tables)",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def _clean(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _clean(obj[k]) for k in sorted(obj, key=str)}
-    if isinstance(obj, list | tuple):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, float | np.floating):
-        return round(float(obj), 6) if math.isfinite(obj) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj
-
-
-def findings_json(findings: Sequence[Finding]) -> dict[str, Any]:
-    return _clean(
-        {
-            "schema": SCHEMA,
-            "schema_version": SCHEMA_VERSION,
-            "counts": summary_counts(findings),
-            "findings": [asdict(f) for f in findings],
-        }
-    )
 
 
 def write_findings(

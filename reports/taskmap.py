@@ -31,6 +31,10 @@ PAPER_GROUPS: dict[str, tuple[str, ...]] = {
     "g2": ("theoremqa", "gpqa_diamond", "mmlu_pro"),
 }
 
+#: What a toy run's paper group stands for: G1 (the paper's maths average) is read, as an analogue, from the
+#: in-distribution maths task alone; toy_ood mirrors AIME, which G1 does not average. G2 has no toy analogue.
+GROUP_ANALOGUES: dict[str, tuple[str, ...]] = {"g1": ("toy_id",)}
+
 #: Display names as the paper writes them.
 DISPLAY: dict[str, str] = {
     "math500": "MATH-500",

@@ -1,5 +1,6 @@
-"""The findings checker on constructed run folders: verdicts, not-applicable reasons, analogues, loss spikes,
-claim validation, and every shipped claim evaluated on a toy-shaped run without a crash."""
+"""The findings checker on constructed run folders: verdicts, not-applicable reasons, analogues (tasks and
+groups), loss spikes, the paper's own tables, claim validation, and every shipped claim evaluated on a
+toy-shaped run without a crash."""
 
 from __future__ import annotations
 
@@ -19,8 +20,9 @@ from reports.findings import (
     findings_markdown,
     write_findings,
 )
+from reports.paper_numbers import check_averages, load_paper
 from reports.rundata import RunData
-from reports.taskmap import PAPER_GROUPS
+from reports.taskmap import GROUP_ANALOGUES, PAPER_GROUPS
 
 FORMAT_TASKS = {"ifeval", "toy_format"}
 G1 = list(PAPER_GROUPS["g1"])
@@ -39,10 +41,12 @@ def build_run(
     seeds: dict[str, list[dict[str, list[list[bool]]]]] | None = None,
     tokens: dict[str, int] | None = None,
     train_logs: dict[str, list[float]] | None = None,
+    log_every: int = 1,
     with_samples: bool = True,
 ) -> RunData:
     """cells[method][task] = per item, per sample correctness. `seeds[method]` overrides with one such mapping
-    per training seed. `tokens[method]` sets completion_tokens; `train_logs[method]` writes a loss curve."""
+    per training seed. `tokens[method]` sets completion_tokens; `train_logs[method]` writes a loss curve, one
+    row every `log_every` steps."""
     per_seed = {m: [c] for m, c in cells.items()} | (seeds or {})
     models: dict[str, dict[str, Any]] = {}
     methods: dict[str, list[str]] = {}
@@ -92,7 +96,10 @@ def build_run(
                 log = root / "models" / label / "train_log.jsonl"
                 log.parent.mkdir(parents=True, exist_ok=True)
                 rows = train_logs[method]
-                logged = [{"step": i + 1, "max_steps": len(rows), "loss": x} for i, x in enumerate(rows)]
+                last = log_every * len(rows)
+                logged = [
+                    {"step": log_every * (i + 1), "max_steps": last, "loss": x} for i, x in enumerate(rows)
+                ]
                 log.write_text("".join(json.dumps(r) + "\n" for r in logged))
     tasks = list(dict.fromkeys(t for c in cells.values() for t in c))
     results = {
@@ -109,9 +116,10 @@ def build_run(
 
 
 def claim(expr: dict[str, Any], cid: str = "t1", **extra: Any) -> list:
+    paper = {} if expr.get("kind") == "paper_arithmetic" else {"paper": {}}  # it reads the paper's data
     doc = {
         "paper": "test",
-        "claims": [{"id": cid, "text": "t", "source": "s", "paper": {}, "expr": expr, **extra}],
+        "claims": [{"id": cid, "text": "t", "source": "s", **paper, "expr": expr, **extra}],
     }
     return parse_claims(doc, "test.yaml")
 
@@ -206,6 +214,29 @@ def test_group_claim_averages_all_members(tmp_path: Path) -> None:
     assert f.mapping == {t: t for t in G1}
 
 
+def test_toy_run_reads_g1_from_its_declared_analogue(tmp_path: Path) -> None:
+    assert GROUP_ANALOGUES["g1"] == ("toy_id",)
+    run = build_run(tmp_path, {"cft": {"toy_id": flags(100, 10), "toy_ood": flags(10, 1)},
+                               "cgd": {"toy_id": flags(100, 70), "toy_ood": flags(10, 1)}})  # fmt: skip
+    f = one(run, shipped("c03a-cgd-cft-g1"))  # CGD - CFT on G1 >= +5
+    assert f.verdict == "holds" and f.analogue and f.mapping == {"g1": "toy_id"}
+    assert f.decisions[0].items == 100 and f.decisions[0].diff == pytest.approx(60.0)
+    assert [n.what for n in f.numbers] == ["cgd g1 (read from toy_id)", "cft g1 (read from toy_id)"]
+    assert f.reason == "G1 read from toy_id (declared analogue)"
+    md = findings_markdown([f], run)
+    assert "analogue (g1->toy_id)" in md and "G1 read from toy_id (declared analogue)" in md
+    (order,) = evaluate_claims(run, shipped("c02-order-g1"))
+    assert order.verdict == "not applicable" and order.missing == ["method distill"]
+
+
+def test_real_run_missing_g1_members_is_not_averaged_over_fewer(tmp_path: Path) -> None:
+    tasks = ["math500", "gsm8k", "toy_id"]  # real members present: the toy analogue must not be used
+    cells = {m: {t: flags(20, 10) for t in tasks} for m in ("cft", "cgd")}
+    f = one(build_run(tmp_path, cells), shipped("c03a-cgd-cft-g1"))
+    assert f.verdict == "not applicable" and not f.analogue
+    assert f.missing == ["task minerva_math", "task olympiadbench", "task amc23"]
+
+
 def test_pass_at_16_needs_16_samples(tmp_path: Path) -> None:
     cells = {m: {"aime24": flags(30, 5, n=4)} for m in ("base", "cgd")}
     f = one(build_run(tmp_path, cells), shipped("c15b-aime-pass16"))
@@ -269,25 +300,61 @@ def test_all_of_needs_every_part(tmp_path: Path) -> None:
     assert f.analogue and f.stands_in == {"WebInstruct-SFT": "sft", "GPT4o-SFT": "distill"}
 
 
-# --- loss spike --------------------------------------------------------------------------------------------
-SPIKY = [6.0, 5.5] + [1.0] * 18
-SMOOTH = [1.2 - 0.01 * i for i in range(20)]
+# --- loss spike ------------------------------------------------------------------------------------------
+# 40 logged steps: the first 10% of training is steps 1-4. A spike is a rise over the lowest earlier loss.
+SPIKY = [3.0, 2.8, 3.6, 2.5] + [2.4 - 0.05 * i for i in range(36)]  # step 3 rises 29% over step 2
+STEEP = [5.0 * 0.8**i for i in range(40)]  # starts 10x its median and falls monotonically: no spike
+NOISY = [9.02, 9.28, 8.59, 8.37] + [8.0 - 0.15 * i for i in range(36)]  # the toy run's CFT: +2.9% at step 2
 
 
-@pytest.mark.parametrize(("cft", "cgd", "verdict"), [(SPIKY, SMOOTH, "holds"), (SMOOTH, SPIKY, "fails")])
-def test_loss_spike(tmp_path: Path, cft: list[float], cgd: list[float], verdict: str) -> None:
+def spike_run(root: Path, cft: list[float], cgd: list[float], log_every: int = 1) -> RunData:
     cells = {m: {"toy_id": flags(4, 2)} for m in ("cft", "cgd")}
-    run = build_run(tmp_path, cells, train_logs={"cft": cft, "cgd": cgd})
-    f = one(run, shipped("c16-loss-spike"))
+    return build_run(root, cells, train_logs={"cft": cft, "cgd": cgd}, log_every=log_every)
+
+
+@pytest.mark.parametrize(("cft", "cgd", "verdict"), [(SPIKY, STEEP, "holds"), (STEEP, SPIKY, "fails")])
+def test_loss_spike(tmp_path: Path, cft: list[float], cgd: list[float], verdict: str) -> None:
+    f = one(spike_run(tmp_path, cft, cgd), shipped("c16-loss-spike"))
     assert f.verdict == verdict
-    assert len(f.decisions) == 2
+    assert len(f.decisions) == 2 and f.analogue and f.stands_in == {"CFT*": "cft"}
+    rises = {n.what.split()[0]: n.value for n in f.numbers}
+    spiky = rises["cft" if verdict == "holds" else "cgd"]
+    assert spiky == pytest.approx(3.6 / 2.8)
+    assert "step 3" in " ".join(d.relation for d in f.decisions)
 
 
-def test_loss_spike_needs_early_rows(tmp_path: Path) -> None:
-    run = build_run(tmp_path, {m: {"toy_id": flags(4, 2)} for m in ("cft", "cgd")},
-                    train_logs={"cft": SPIKY[::10] + [1.0], "cgd": SMOOTH[::10] + [1.0]})  # fmt: skip
+def test_steep_monotone_decline_is_not_a_spike(tmp_path: Path) -> None:
+    # The old rule (max of the first 10% > 2 x median) called this a spike: 5.0 vs a median of about 0.05.
+    assert max(STEEP[:4]) > 2 * sorted(STEEP)[20]
+    f = one(spike_run(tmp_path, STEEP, STEEP), shipped("c16-loss-spike"))
+    assert [n.value for n in f.numbers] == [1.0, 1.0]
+    assert [d.verdict for d in f.decisions] == ["fails", "holds"]  # cft should spike and does not
+    assert f.verdict == "fails"
+
+
+def test_noise_level_rise_is_not_a_spike(tmp_path: Path) -> None:
+    f = one(spike_run(tmp_path, NOISY, STEEP), shipped("c16-loss-spike"))
+    assert f.numbers[0].value == pytest.approx(9.28 / 9.02) and f.verdict == "fails"
+
+
+def test_spike_in_one_of_two_seeds_is_inconclusive(tmp_path: Path) -> None:
+    cells = {"cft": {"toy_id": flags(4, 2)}, "cgd": {"toy_id": flags(4, 2)}}
+    run = build_run(tmp_path, cells, seeds={"cft": [cells["cft"], cells["cft"]]}, train_logs={"cgd": STEEP})
+    for label, curve in (("cft-s0", SPIKY), ("cft-s1", STEEP)):
+        log = tmp_path / "models" / label / "train_log.jsonl"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text("".join(json.dumps({"step": i + 1, "max_steps": 40, "loss": x}) + "\n"
+                               for i, x in enumerate(curve)))  # fmt: skip
     f = one(run, shipped("c16-loss-spike"))
-    assert f.verdict == "not applicable" and "first 10%" in f.missing[0]
+    assert [d.verdict for d in f.decisions] == ["holds", "fails", "holds"] and f.verdict == "inconclusive"
+
+
+def test_loss_spike_needs_a_fine_log(tmp_path: Path) -> None:
+    run = spike_run(tmp_path, SPIKY[:10], STEEP[:10], log_every=10)  # 100 steps, 1 row in the first 10%
+    f = one(run, shipped("c16-loss-spike"))
+    assert f.verdict == "not applicable" and f.numbers == [] and f.decisions == []
+    assert f.missing[0].startswith("train log too coarse: 1 rows in the first 10%")
+    assert "logging_steps: 1" in f.missing[0] and len(f.missing) == 2  # both methods' logs named
 
 
 # --- the shipped claims ------------------------------------------------------------------------------------
@@ -318,8 +385,53 @@ def test_every_claim_evaluates_on_a_toy_run(tmp_path: Path) -> None:
 def test_paper_arithmetic_flags_known_mismatches(tmp_path: Path) -> None:
     run = build_run(tmp_path, {"cgd": {"toy_id": flags(4, 2)}})
     ids = ["c17a-a2-base-g1", "c17b-a1-cftstar-g2", "c17c-a3-cft-s1-avg", "c17d-a1-cgd-g1"]
-    verdicts = [f.verdict for f in evaluate_claims(run, [c for i in ids for c in shipped(i)])]
-    assert verdicts == ["fails", "fails", "fails", "holds"]
+    findings = evaluate_claims(run, [c for i in ids for c in shipped(i)])
+    assert [f.verdict for f in findings] == ["fails", "fails", "fails", "holds"]
+    # One source of truth: the numbers shown are reports.paper_numbers' check of reports/paper_data.
+    checks = {(c.table, c.row, c.column): c for c in check_averages(load_paper("cgd-2505.11628"))}
+    cells = [("A2", "base", "avg_g1"), ("A1", "cft_star", "avg_g2"), ("A3", "cft_s11_32b", "avg")]
+    for f, key in zip(findings, [*cells, ("A1", "cgd", "avg_g1")], strict=True):
+        c = checks[key]
+        assert f.scope == "paper" and f.paper == {
+            "reported": c.reported,
+            "recomputed": round(c.recomputed, 2),
+        }
+        assert f.decisions[0].relation == c.describe()
+        assert f.verdict == {"mismatch": "fails", "ok": "holds"}[c.severity]
+
+
+def test_paper_arithmetic_claims_carry_no_numbers() -> None:
+    text = claim_files()["cgd-2505.11628"].read_text()
+    for c in load_claims("cgd-2505.11628"):
+        if c.kind == "paper_arithmetic":
+            assert c.paper == {}
+            block = text[text.index(f"id: {c.id}") :].split("- id:")[0]
+            assert not [w for w in block.replace(",", " ").split() if w.replace(".", "").isdigit()], c.id
+
+
+def test_paper_arithmetic_minor_holds_with_a_note(tmp_path: Path) -> None:
+    run = build_run(tmp_path, {"cgd": {"toy_id": flags(4, 2)}})
+    expr = {
+        "kind": "paper_arithmetic",
+        "paper": "cgd-2505.11628",
+        "table": "A1",
+        "row": "cft",
+        "column": "avg_g2",
+    }
+    f = one(run, claim(expr))  # reported 32.4, the row's mean 32.23: beyond rounding, below 1 point
+    assert f.verdict == "holds" and "minor discrepancy of 0.17 points" in f.reason
+    two = {**expr, "table": "A2", "row": "delta_cgd_cft"}  # avg_g2: a mean of the row and CGD - CFT
+    g = one(run, claim(two))
+    assert [d.verdict for d in g.decisions] == ["holds", "holds"] and set(g.paper) == {
+        "reported", "average", "row_difference"}  # fmt: skip
+    where = ("A2", "delta_cgd_cft", "avg_g2", "average")
+    checks = check_averages(load_paper("cgd-2505.11628"))
+    (mean,) = [c for c in checks if (c.table, c.row, c.column, c.kind) == where]
+    only = one(run, claim({**two, "check": "average"}))
+    assert (
+        only.paper == {"reported": mean.reported, "recomputed": round(mean.recomputed, 2)}
+        and len(only.decisions) == 1
+    )
 
 
 def test_write_findings_is_deterministic(tmp_path: Path) -> None:
@@ -364,6 +476,12 @@ GOOD = {
           "metric": {"task": "amc23"}}, "expr.relations"),
         ({"kind": "loss_spike", "spiky": "cft", "smooth": "cgd", "early_fraction": 1.5, "factor": 2.0},
          "expr.early_fraction"),
+        ({"kind": "paper_arithmetic", "paper": "cgd-2505.11628", "table": "Z9", "row": "base",
+          "column": "avg_g1"}, "expr.table"),
+        ({"kind": "paper_arithmetic", "paper": "cgd-2505.11628", "table": "A2", "row": "nobody",
+          "column": "avg_g1"}, "expr.row"),
+        ({"kind": "paper_arithmetic", "paper": "cgd-2505.11628", "table": "A2", "row": "base",
+          "column": "avg_g1", "reported": 35.4}, "expr"),
     ],
 )  # fmt: skip
 def test_broken_claim_names_id_and_field(expr: dict[str, Any], field: str) -> None:
@@ -385,3 +503,15 @@ def test_broken_yaml_file(tmp_path: Path) -> None:
     with pytest.raises(ClaimError, match="not valid YAML"):
         load_claims_file(path)
     assert claim(GOOD)[0].expr.threshold == pytest.approx(0.1)
+
+
+def test_paper_arithmetic_takes_no_paper_field() -> None:
+    expr = {
+        "kind": "paper_arithmetic",
+        "paper": "cgd-2505.11628",
+        "table": "A2",
+        "row": "base",
+        "column": "avg_g1",
+    }
+    with pytest.raises(ClaimError, match=r"claim 'c9': paper: not for paper_arithmetic"):
+        claim(expr, cid="c9", paper={"reported": 35.4})

@@ -72,7 +72,7 @@ class JobTiming:
 
 
 def train_job(config: Any, examples: list[Any], label: str) -> JobTiming:
-    from harness.pipeline.run import train_progress
+    from harness.pipeline.planning import train_progress
     from trainers.loop import train
 
     t0 = time.perf_counter()
@@ -85,7 +85,7 @@ def eval_job(cfg: Any, run_root: Path, label: str, model_path: str, data_dir: Pa
     """Generate and score every incomplete (task, sample) of one model; returns the new sample count."""
     from harness.backends.base import make_backend
     from harness.pipeline.evaluate import generate_and_score
-    from harness.pipeline.run import incomplete, plan_run_tasks
+    from harness.pipeline.planning import incomplete, plan_run_tasks
     from harness.prompts import PromptTemplates
     from harness.store import RunFolder
     from tasks.base import ScoringContext

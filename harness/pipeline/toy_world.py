@@ -154,13 +154,13 @@ class ToyWorld:
             logging_steps=max(1, spec.pretrain_steps // 10),
         )
 
-        from harness.pipeline.run import train_progress
+        from harness.pipeline.planning import train_progress
 
         train(config, examples, progress=train_progress("pretrain"))
         return tmp / "student"
 
     def teacher(self, student: Backend) -> Teacher:
-        from harness.pipeline.worlds import llm_teacher
+        from harness.pipeline.teachers import llm_teacher
         from tasks.toy.teacher import ExactToyTeacher
 
         return ExactToyTeacher() if self.cfg.teacher == "exact-toy" else llm_teacher(self.cfg, student)

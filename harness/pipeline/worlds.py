@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Protocol
 
-from harness.backends.base import Backend, make_backend
+from harness.backends.base import Backend
+from harness.pipeline.teachers import llm_teacher
 from harness.prompts import PromptTemplates
 from harness.runconfig import RunConfig
-from harness.schema import DataSettings
 from harness.teacher import Teacher
-from harness.types import Item, Message, SamplingParams
+from harness.types import Item, Message
 
 
 class World(Protocol):
@@ -57,20 +57,6 @@ class RealWorld:
 
     def probe_messages(self, item: Item) -> tuple[Message, ...]:
         return self.templates.math_messages(item.problem)
-
-
-def llm_teacher(cfg: RunConfig, student: Backend) -> Teacher:
-    """The teacher model behind our prompts; the student's own backend when teacher == base."""
-    from trainers.llm_teacher import LLMTeacher, TeacherPrompts
-
-    data = DataSettings(**cfg.data)
-    backend = (
-        student
-        if cfg.teacher == cfg.base
-        else make_backend("transformers", model=cfg.teacher, batch_size=data.batch_size)
-    )
-    sampling = SamplingParams(data.teacher_temperature, 1.0, data.teacher_max_new_tokens)
-    return LLMTeacher(backend, TeacherPrompts().with_overrides(cfg.teacher_prompts), sampling)
 
 
 def make_world(cfg: RunConfig, data_dir: Path | None) -> World:
