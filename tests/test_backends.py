@@ -87,7 +87,9 @@ def test_adapter_folder_loads_with_its_base(tiny_model_dir, tmp_path):
 def test_unknown_model_is_one_line_error(tmp_path):
     with pytest.raises(BackendError, match="cannot load model"):
         make_backend("transformers", model=str(tmp_path / "missing-model"))
-    with pytest.raises(BackendError, match="unknown backend 'nope'; known backends: replay, transformers"):
+    with pytest.raises(
+        BackendError, match="unknown backend 'nope'; known backends: openai, replay, transformers"
+    ):
         make_backend("nope")
 
 

@@ -75,7 +75,8 @@ def register_backend(name: str) -> Callable[[type[Backend]], type[Backend]]:
 
 
 def make_backend(name: str, **kwargs: Any) -> Backend:
-    import harness.backends.replay  # noqa: F401  (registers)
+    import harness.backends.openai_backend  # noqa: F401  (registers)
+    import harness.backends.replay  # noqa: F401
     import harness.backends.transformers_backend  # noqa: F401
 
     if name not in _BACKENDS:
