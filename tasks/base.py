@@ -30,6 +30,8 @@ class Task(ABC):
     #: "math" tasks get avg@n / pass@k / maj@k over `accuracy`; other kinds report the mean of each score.
     kind: str = "math"
     primary_metric: str = "accuracy"
+    #: Bumped when items, gold extraction or scoring change in a way that changes scores.
+    version: str = "1"
     default_max_new_tokens: int = 1024
 
     @abstractmethod
@@ -138,10 +140,12 @@ def get_task(name: str) -> Task:
 def _load_builtin_tasks() -> None:
     # Imported lazily so that `tasks.base` stays importable from the task modules themselves.
     import tasks.bbh  # noqa: F401
+    import tasks.humaneval  # noqa: F401
     import tasks.ifeval  # noqa: F401
     import tasks.leaderboard  # noqa: F401
     import tasks.math  # noqa: F401
     import tasks.truthfulqa  # noqa: F401
+    from tasks import paper_math, theoremqa  # noqa: F401
 
     try:
         import tasks.toy  # noqa: F401

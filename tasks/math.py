@@ -8,8 +8,9 @@ from typing import Any
 
 from harness.grading import GradeJob
 from harness.types import Completion, Item
-from tasks.base import Scored, ScoringContext, Task, register_task, require_unique_ids
+from tasks.base import Scored, ScoringContext, register_task, require_unique_ids
 from tasks.data import hub_rows, read_jsonl
+from tasks.fewshot import FewShotTask
 
 
 def _format_gold(value: Any) -> str:
@@ -20,11 +21,12 @@ def _format_gold(value: Any) -> str:
     return str(value).strip()
 
 
-class MathTask(Task):
+class MathTask(FewShotTask):
     kind = "math"
     default_max_new_tokens = 2048
     local_file: str = ""
     hub: tuple[str, str | None, str] = ("", None, "test")  # (dataset, config, split)
+    required: tuple[str, ...] = ("problem", "answer")  # fields every local row must have
 
     def rows(self, data_dir: Path | None) -> Iterator[tuple[str, int, dict[str, Any]]]:
         if data_dir is None:
@@ -33,7 +35,7 @@ class MathTask(Task):
                 yield f"{dataset}[{split}]", lineno, row
         else:
             path = data_dir / self.local_file
-            for lineno, row in read_jsonl(path, required=("problem", "answer")):
+            for lineno, row in read_jsonl(path, required=self.required):
                 yield str(path), lineno, row
 
     def source(self, data_dir: Path | None) -> str:
@@ -49,7 +51,7 @@ class MathTask(Task):
     def score(
         self, items: Sequence[Item], completions: Sequence[Completion], ctx: ScoringContext
     ) -> list[Scored]:
-        jobs = [GradeJob(c.text, c.finish_reason, it.gold) for it, c in zip(items, completions, strict=True)]
+        jobs = [GradeJob(*self.graded_text(c), it.gold) for it, c in zip(items, completions, strict=True)]
         return [Scored(v, {"accuracy": float(v.correct)}) for v in ctx.math.grade_many(jobs)]
 
 
@@ -58,6 +60,7 @@ class Math500(MathTask):
     description = "MATH-500 (Lightman et al. 2023 split of MATH), 500 problems, 5 levels x 7 subjects"
     local_file = "math500/test.jsonl"
     hub = ("HuggingFaceH4/MATH-500", None, "test")
+    fewshot_set = "math"  # 4-shot for base models, as the paper's harness prompts MATH-500
 
     def make_item(self, lineno: int, row: dict[str, Any]) -> Item:
         return Item(
