@@ -25,6 +25,22 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return (*USER_ERRORS, BackendError, TaskError, LockHeld)
 
 
+def parse_key_values(pairs: list[str], flag: str) -> dict:
+    """`KEY=VALUE` strings, each value read as YAML (numbers, booleans, lists)."""
+    import yaml
+
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{flag} {pair!r}: expected KEY=VALUE")
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            out[key.strip()] = value
+    return out
+
+
 def fail(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(2)
@@ -61,6 +77,17 @@ def eval_cmd(
     wait: Annotated[
         bool, typer.Option("--wait", help="If another process holds the run folder, wait for it.")
     ] = False,
+    backend: Annotated[
+        str | None, typer.Option(help="transformers (default), openai (an OpenAI-compatible server), replay.")
+    ] = None,
+    backend_opt: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--backend-opt",
+            help="KEY=VALUE backend option, repeatable, e.g. base_url=http://127.0.0.1:8000/v1, "
+            "api_key_env=MY_KEY, max_concurrency=8 (values read as YAML).",
+        ),
+    ] = None,
 ) -> None:
     """Evaluate a model on benchmark tasks: per-sample JSONL, results.json with CIs, and a table."""
     from harness.pipeline.evaluate import evaluate
@@ -80,8 +107,11 @@ def eval_cmd(
         "out": out,
         "data_dir": data_dir,
         "label": label,
+        "backend": backend,
     }
     try:
+        if backend_opt:
+            flags["backend_options"] = parse_key_values(backend_opt, "--backend-opt")
         base = (
             merge_config(EvalConfig, EvalConfig().to_dict(), load_yaml(config), str(config))
             if config

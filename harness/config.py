@@ -31,6 +31,8 @@ class EvalConfig:
     grader_timeout: float = 5.0
     grader_workers: int = 1
     answer_fallbacks: list[str] = field(default_factory=list)
+    #: Options of the backend beyond the model (the openai backend: base_url, api_key_env, endpoint, ...).
+    backend_options: dict[str, Any] = field(default_factory=dict)
     prompts: dict[str, str] = field(default_factory=dict)
     bootstrap: int = 2000
 
@@ -74,7 +76,11 @@ class EvalConfig:
             "prompts",
             "label",
         )
+        from harness.backends.roles import role_identity
+
         ident = {k: getattr(self, k) for k in keep}
+        if self.backend_options:  # only what decides outputs: a moved server resumes the same folder
+            ident["backend_options"] = role_identity(self.backend_options)
         for key in ("model", "adapter"):
             if ident[key] and Path(ident[key]).exists():
                 ident[key] = str(Path(ident[key]).resolve())

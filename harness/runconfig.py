@@ -27,7 +27,8 @@ class RunConfig:
     name: str = "toy"
     preset: str = "toy"
     base: str | None = None  # None: the toy world's tiny student, built and cached
-    teacher: str = "exact-toy"  # "exact-toy" or a model id / directory
+    #: "exact-toy", a model id / directory, or a backend role: {backend: openai, model: ..., base_url: ...}
+    teacher: str | dict[str, Any] = "exact-toy"
     problems: str = "toy"  # "toy", "math_train", a task name, or a .jsonl file
     num_problems: int | None = None
     methods: list[str] = field(default_factory=lambda: ["sft", "cft", "cgd"])

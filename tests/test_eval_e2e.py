@@ -173,7 +173,7 @@ def test_grade_replays_stored_completions(first_run, data_dir, tmp_path):
     ("args", "message"),
     [
         (["--tasks", "math5000"], "unknown task 'math5000'; known tasks:"),
-        (["--n", "0"], "n must be >= 1"),
+        (["--n", "0"], "n must be positive"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tiny_model_dir, data_dir, tmp_path, args, message):

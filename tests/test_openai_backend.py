@@ -345,3 +345,46 @@ def test_eval_end_to_end_through_the_run_store(stub, tmp_path, data_dir):
     assert len(rows) == 6 and all(r["prompt_tokens"] == 12 for r in rows)
     assert ledger_totals(tmp_path / "state")["all"]["cost_usd"] == 0.000114
     assert_key_nowhere(tmp_path)
+
+
+def test_cli_eval_with_backend_openai_and_a_moved_server_resumes(stub, tmp_path, data_dir):
+    """`cgd-bench eval --backend openai --backend-opt base_url=...`: the server's address is transport, not
+    identity, so the same command against another port reuses every finished sample."""
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+
+    state, url = stub
+    args = ["eval", "--model", "stub-model", "--backend", "openai", "--tasks", "math500", "--limit", "2",
+            "--out", str(tmp_path / "runs"), "--data-dir", str(data_dir), "--backend-opt", f"base_url={url}",
+            "--backend-opt", f"api_key_env={ENV}", "--backend-opt", "max_concurrency=2"]  # fmt: skip
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output
+    assert len(state.served) == 2 and "(2 new samples)" in first.output
+    moved = [a.replace(url, url.replace("127.0.0.1", "localhost")) for a in args]
+    again = CliRunner().invoke(app, moved)
+    assert again.exit_code == 0 and "(0 new samples)" in again.output and len(state.served) == 2
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert (run_dir / "backend" / "stub-model" / "openai_ledger.jsonl").is_file()
+    assert_key_nowhere(tmp_path)
+    bad = CliRunner().invoke(app, [*args[:-2], "--backend-opt", "nonsense"])
+    assert bad.exit_code == 2 and "expected KEY=VALUE" in bad.output
+
+
+def test_teacher_role_from_config_builds_the_http_backend(stub, tmp_path):
+    """`teacher: {backend: openai, ...}` in a run config: the teacher is the HTTP client (ledger in the run
+    folder), and only what decides its outputs enters the run folder's identity."""
+    from harness.backends.roles import role_identity
+    from harness.pipeline.teachers import llm_teacher
+    from harness.runconfig import resolve_run_config
+
+    _, url = stub
+    role = {"backend": "openai", "model": "teacher-70b", "base_url": url, "api_key_env": ENV,
+            "price_input_per_million": 0.6, "endpoint": "chat"}  # fmt: skip
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text(json.dumps({"preset": "toy-ci", "teacher": role}))
+    cfg = resolve_run_config(None, cfg_file, {})
+    teacher = llm_teacher(cfg, student=None, state_dir=tmp_path / "critique" / "teacher")  # type: ignore[arg-type]
+    assert isinstance(teacher.backend, OpenAIBackend)
+    assert teacher.backend.describe()["model"] == "teacher-70b"
+    assert role_identity(role) == {"backend": "openai", "endpoint": "chat", "model": "teacher-70b"}

@@ -80,6 +80,8 @@ class TransformersBackend(Backend):
         if not Path(self.model_id).expanduser().exists():
             from harness.hub import OFFLINE_HINT, hub_reachable
 
+            if self.model_id.startswith(("/", ".", "~")):
+                raise BackendError(f"cannot load model {self.model_id!r}: no such folder")
             if not hub_reachable():
                 raise BackendError(f"model {self.model_id!r} is not a local folder, and {OFFLINE_HINT}")
         try:

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.backends.base import Backend, make_backend, safe_label
+from harness.backends.base import Backend, safe_label
 from harness.backends.replay import sample_key
+from harness.backends.roles import make_role_backend
 from harness.config import EvalConfig
 from harness.locks import FolderLock
 from harness.manifest import build_manifest
@@ -250,9 +251,9 @@ def _evaluate_locked(
     run.write_config(config.to_dict())
     owns_backend = backend is None
     if backend is None:
-        backend = make_backend(
-            config.backend,
-            model=config.model,
+        backend = make_role_backend(
+            {"backend": config.backend, "model": config.model, **config.backend_options},
+            state_dir=run.root / "backend" / label,
             adapter=config.adapter,
             templates=templates,
             batch_size=config.batch_size,

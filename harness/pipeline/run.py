@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.backends.base import Backend, make_backend
+from harness.backends.roles import role_identity
 from harness.config import ConfigError
 from harness.locks import FolderLock
 from harness.manifest import build_manifest
@@ -84,7 +85,7 @@ def run_folder_identity(cfg: RunConfig, world: World) -> dict[str, Any]:
 
     return {
         "world": world.identity(),
-        "teacher": cfg.teacher,
+        "teacher": role_identity(cfg.teacher),
         "problems": cfg.problems,
         "num_problems": cfg.num_problems,
         "seed": cfg.seed,
@@ -189,7 +190,7 @@ def build_critique_data(cfg: RunConfig, world: World, run: RunFolder, base_path:
         LazyBackend(model=base_path, batch_size=data.batch_size) as student,
         ScoringContext() as ctx,
     ):
-        teacher = world.teacher(student)
+        teacher = world.teacher(student, out / "teacher")
         builder = CritiqueDataBuilder(
             out, student, teacher, ctx.math.grade_many, options, messages_fn=world.probe_messages
         )

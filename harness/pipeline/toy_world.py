@@ -159,11 +159,15 @@ class ToyWorld:
         train(config, examples, progress=train_progress("pretrain"))
         return tmp / "student"
 
-    def teacher(self, student: Backend) -> Teacher:
+    def teacher(self, student: Backend, state_dir: Path | None = None) -> Teacher:
         from harness.pipeline.teachers import llm_teacher
         from tasks.toy.teacher import ExactToyTeacher
 
-        return ExactToyTeacher() if self.cfg.teacher == "exact-toy" else llm_teacher(self.cfg, student)
+        return (
+            ExactToyTeacher()
+            if self.cfg.teacher == "exact-toy"
+            else llm_teacher(self.cfg, student, state_dir)
+        )
 
     def train_items(self) -> list[Item]:
         from tasks.toy.world import train_items

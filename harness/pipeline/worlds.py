@@ -22,7 +22,7 @@ class World(Protocol):
         """A loadable model id or directory (built and cached first if needed)."""
         ...
 
-    def teacher(self, student: Backend) -> Teacher: ...
+    def teacher(self, student: Backend, state_dir: Path | None = None) -> Teacher: ...
 
     def train_items(self) -> list[Item]: ...
 
@@ -47,8 +47,8 @@ class RealWorld:
     def base_model(self, console: Any) -> str:
         return str(self.cfg.base)
 
-    def teacher(self, student: Backend) -> Teacher:
-        return llm_teacher(self.cfg, student)
+    def teacher(self, student: Backend, state_dir: Path | None = None) -> Teacher:
+        return llm_teacher(self.cfg, student, state_dir)
 
     def train_items(self) -> list[Item]:
         from tasks.problems import load_problems
