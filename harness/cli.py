@@ -41,6 +41,47 @@ def parse_key_values(pairs: list[str], flag: str) -> dict:
     return out
 
 
+def _available_tasks(names: list[str], data_dir: str | None) -> list[str]:
+    """A preset's tasks whose data can be had here; each one left out is said, not silently dropped (e.g.
+    the hub-only GPQA, MMLU-Pro and MuSR offline). Tasks named with --tasks are never skipped."""
+    from tasks.base import get_task
+    from tasks.data import resolve_data_dir
+
+    resolved = _run_guarded(resolve_data_dir, data_dir)
+    kept = []
+    for name in names:
+        try:
+            get_task(name).load(resolved)
+        except _user_errors() as exc:
+            typer.echo(f"skipped {name}: {str(exc).splitlines()[0]}", err=True)
+            continue
+        kept.append(name)
+    if not kept:
+        raise ConfigError("none of the preset's tasks has data here; pass --data-dir or go online")
+    return kept
+
+
+def eval_preset(name: str) -> dict:
+    """A preset's tasks and evaluation settings as EvalConfig keys (the run presets are shared: `eval:` maps
+    to the flags, `task_settings:` to per-task budgets and limits)."""
+    from harness.runconfig import PRESETS_DIR, preset_names
+
+    path = PRESETS_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"unknown preset {name!r}; presets: {', '.join(preset_names())}")
+    data = load_yaml(path)
+    out = {k: v for k, v in data.get("eval", {}).items() if k != "batch_size"}
+    if data.get("tasks"):
+        out["tasks"] = data["tasks"]
+    per_task = {
+        task: {k: v for k, v in settings.items() if k in ("max_new_tokens", "limit")}
+        for task, settings in data.get("task_settings", {}).items()
+    }
+    if any(per_task.values()):
+        out["task_settings"] = {t: s for t, s in per_task.items() if s}
+    return out
+
+
 def fail(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(2)
@@ -74,6 +115,18 @@ def eval_cmd(
     ] = None,  # noqa: E501
     label: Annotated[str | None, typer.Option(help="Name of the model in samples and tables.")] = None,
     config: Annotated[Path | None, typer.Option(help="YAML file with any of these keys.")] = None,
+    preset: Annotated[
+        str | None,
+        typer.Option(
+            help="Evaluation preset: its tasks and settings (e.g. paper-eval: the paper's full set)."
+        ),
+    ] = None,
+    prompt_mode: Annotated[
+        str | None,
+        typer.Option(
+            "--prompt-mode", help="zero_shot_chat (default), few_shot, or auto (few-shot for base models)."
+        ),
+    ] = None,
     wait: Annotated[
         bool, typer.Option("--wait", help="If another process holds the run folder, wait for it.")
     ] = False,
@@ -108,16 +161,19 @@ def eval_cmd(
         "data_dir": data_dir,
         "label": label,
         "backend": backend,
+        "prompt_mode": prompt_mode,
     }
     try:
         if backend_opt:
             flags["backend_options"] = parse_key_values(backend_opt, "--backend-opt")
-        base = (
-            merge_config(EvalConfig, EvalConfig().to_dict(), load_yaml(config), str(config))
-            if config
-            else EvalConfig().to_dict()
-        )
+        base = EvalConfig().to_dict()
+        if preset:
+            base = merge_config(EvalConfig, base, eval_preset(preset), f"preset {preset}")
+        if config:
+            base = merge_config(EvalConfig, base, load_yaml(config), str(config))
         cfg = EvalConfig(**merge_config(EvalConfig, base, flags, "flags"))
+        if preset and not tasks:
+            cfg.tasks = _available_tasks(cfg.tasks, cfg.data_dir)
     except ConfigError as exc:
         fail(str(exc))
     outcome = _run_guarded(evaluate, cfg, wait=wait)
@@ -461,6 +517,20 @@ def _train_progress(label: str):  # noqa: ANN202
         )
 
     return report
+
+
+@app.command("audit-grader")
+def audit_grader_cmd(
+    target: Annotated[Path, typer.Argument(help="A run folder (from `run` or `eval`) or one samples file.")],
+    task: Annotated[str | None, typer.Option(help="Only this task.")] = None,
+    show: Annotated[int, typer.Option(help="Disagreements printed per model and task.")] = 20,
+) -> None:
+    """Re-grade stored samples with an independent second grader; list every disagreement (audit.json)."""
+    from harness.pipeline.audit import audit_run, audit_text
+
+    doc, path = _run_guarded(audit_run, target, task)
+    typer.echo(audit_text(doc, show))
+    typer.echo(f"wrote {path}")
 
 
 @app.command("methods")

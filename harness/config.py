@@ -31,6 +31,11 @@ class EvalConfig:
     grader_timeout: float = 5.0
     grader_workers: int = 1
     answer_fallbacks: list[str] = field(default_factory=list)
+    #: zero_shot_chat (the default), few_shot (the paper's "Question: … Answer:" exemplars for base models)
+    #: or auto (few_shot when the model has no chat template).
+    prompt_mode: str = "zero_shot_chat"
+    #: Per task, over the flags' defaults: {max_new_tokens, limit} (a preset's per-task budgets).
+    task_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: Options of the backend beyond the model (the openai backend: base_url, api_key_env, endpoint, ...).
     backend_options: dict[str, Any] = field(default_factory=dict)
     prompts: dict[str, str] = field(default_factory=dict)
@@ -45,6 +50,24 @@ class EvalConfig:
         check_ranges(self.to_dict(), "eval")
         if self.adapter:
             check_adapter_dir(self.adapter)
+        from harness.grading import FALLBACKS
+
+        unknown = sorted(set(self.answer_fallbacks) - set(FALLBACKS))
+        if unknown:
+            raise ConfigError(
+                f"unknown answer fallback(s) {', '.join(unknown)}; known: {', '.join(sorted(FALLBACKS))}"
+            )
+        if self.prompt_mode not in ("zero_shot_chat", "few_shot", "auto"):
+            raise ConfigError(
+                f"prompt_mode must be zero_shot_chat, few_shot or auto, got {self.prompt_mode!r}"
+            )
+        for task, settings in self.task_settings.items():
+            unknown = sorted(set(settings) - {"max_new_tokens", "limit"})
+            if unknown:
+                raise ConfigError(
+                    f"task_settings.{task}: eval takes max_new_tokens and limit per task, not {unknown}"
+                )
+            check_ranges(settings, f"task_settings.{task}")
         if self.n < 1:
             raise ConfigError(f"n must be >= 1, got {self.n}")
         if self.n > 1 and self.temperature <= 0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 from harness.stats import bootstrap_ci, compute_metrics, default_ks
 from harness.types import OUTCOMES
 
+_EXTRACT = re.compile(r"extract=(\w+)")
 SCHEMA = "cgd-bench/results"
 # v2: every (model, task) summary names its samples file and item ids, so reports recompute from samples.
 SCHEMA_VERSION = 2
@@ -54,6 +56,7 @@ def summarize_task(
             o: outcomes.get(o, 0) for o in OUTCOMES if outcomes.get(o, 0) or o in ("correct", "wrong")
         },
         "mean_completion_tokens": round(sum(r["completion_tokens"] for r in flat) / max(1, len(flat)), 2),
+        **_extraction_counts(flat),
         "truncation_rate": round(outcomes.get("truncated", 0) / max(1, len(flat)), 6),
     }
     metrics: list[dict[str, Any]] = []
@@ -85,6 +88,17 @@ def summarize_task(
         )
     summary["metrics"] = metrics
     return summary
+
+
+def _extraction_counts(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """How each graded answer was found (`extract=<rule>` in its grader detail): shows which opt-in
+    fallbacks a run relied on, as a pure function of the samples."""
+    found = Counter(
+        m.group(1)
+        for r in records
+        if (m := _EXTRACT.match(r.get("grader_detail") or "")) and m.group(1) != "none"
+    )
+    return {"extraction": dict(sorted(found.items()))} if found else {}
 
 
 def primary(summary: dict[str, Any]) -> dict[str, Any]:

@@ -137,6 +137,7 @@ class EvalSettings:
     max_new_tokens: int | None = None
     limit: int | None = None
     batch_size: int = 32
+    prompt_mode: Literal["zero_shot_chat", "few_shot", "auto"] = "zero_shot_chat"
 
 
 @dataclass

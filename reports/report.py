@@ -19,7 +19,7 @@ from pathlib import Path
 from harness.store import write_text_atomic
 from reports.figures import FigureSpec, run_figures, save_figure
 from reports.paper_layout import run_tables
-from reports.rundata import RunData
+from reports.rundata import RunData, read_json
 from reports.table_render import Table, to_csv, to_html, to_latex, to_markdown
 
 REPORT_DIR = "report"
@@ -31,6 +31,7 @@ class Report:
     tables: list[Table] = field(default_factory=list)
     figures: list[FigureSpec] = field(default_factory=list)
     findings_md: str = ""
+    audit_md: str = ""
     files: list[Path] = field(default_factory=list)
 
 
@@ -61,10 +62,43 @@ def build_report(run_dir: str | Path, out: str | Path | None = None) -> Report:
     if run.is_run:
         report.findings_md, paths = _findings(run, out)
         report.files += paths
+    report.audit_md = audit_markdown(run)
     write_text_atomic(out / "index.md", index_markdown(run, report))
     write_text_atomic(out / "index.html", index_html(run, report))
     report.files += [out / "index.md", out / "index.html"]
     return report
+
+
+def audit_markdown(run: RunData, worth_a_look: int = 10) -> str:
+    """`cgd-bench audit-grader`'s audit.json, if the run has one: agreement per model and task, and the first
+    disagreements (the items whose score a different grader would change)."""
+    path = run.root / "audit.json"
+    if not path.is_file():
+        return ""
+    doc = read_json(path)
+    lines = [
+        f"Grader v{doc.get('grader_version')} against an independent second grader; truncated samples are "
+        "graded by neither.",
+        "",
+        "| model | task | agreement | graded samples | items whose score would change |",
+        "|---|---|---|---|---|",
+    ]
+    worth: list[str] = []
+    for a in doc.get("audits", []):
+        lines.append(
+            f"| {a['model']} | {a['task']} | {100 * a['agreement']:.1f}% | {a['graded']} | "
+            f"{len(a['items_changed'])} of {a['items']} ({100 * a['items_changed_share']:.1f}%) |"
+        )
+        worth += [
+            f"- {a['model']} · {a['task']} · {d['item_id']}#{d['sample_index']}: gold `{d['gold']}`, primary "
+            f"{d['primary_outcome']} (`{d['primary_extracted']}`), second grader "
+            f"{'correct' if d['audit_correct'] else 'wrong'} (`{d['audit_extracted']}`)"
+            for d in a.get("disagreements", [])
+        ]
+    if worth:
+        lines += ["", f"Disagreements worth a look ({min(len(worth), worth_a_look)} of {len(worth)}):", ""]
+        lines += worth[:worth_a_look]
+    return "\n".join(lines) + "\n"
 
 
 def _header(run: RunData) -> list[str]:
@@ -107,6 +141,8 @@ def index_markdown(run: RunData, report: Report) -> str:
             ]
     if report.findings_md:
         parts += ["## Findings", "", report.findings_md]
+    if report.audit_md:
+        parts += ["## Grader audit", "", report.audit_md]
     return "\n".join(parts).rstrip() + "\n"
 
 
@@ -175,5 +211,7 @@ def index_html(run: RunData, report: Report) -> str:
         ]
     if report.findings_md:
         parts += ["<h2>Findings</h2>", _md_table_to_html(report.findings_md)]
+    if report.audit_md:
+        parts += ["<h2>Grader audit</h2>", _md_table_to_html(report.audit_md)]
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"

@@ -116,3 +116,9 @@ def write_run(
     write_json_atomic(run.results_path, doc)
     write_json_atomic(root / "manifest.json", {"git": "0" * 40, "hardware": {"cpu_capability": "AVX2"}})
     return root
+
+
+def samples_file(run_dir: Path, label: str, task: str) -> Path:
+    """The samples file results.json names for (model, task): `<task>-<hash of its protocol>.jsonl`."""
+    summary = json.loads((run_dir / "results.json").read_text())["models"][label][task]
+    return run_dir / "samples" / label / f"{summary['samples']}.jsonl"

@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from harness.cli import app
 from harness.results import SCHEMA, SCHEMA_VERSION
+from tests.runfactory import samples_file
 
 runner = CliRunner()
 TASKS = ["math500", "amc23", "aime24", "aime25"]
@@ -66,9 +67,7 @@ def test_files_schema_and_counts(first_run):
         assert sum(summary["outcomes"].values()) == 6
         names = [m["name"] for m in summary["metrics"]]
         assert names == ["avg@2", "pass@1", "pass@2", "maj@1", "maj@2"]
-        rows = [
-            json.loads(x) for x in (run_dir / "samples" / label / f"{task}.jsonl").read_text().splitlines()
-        ]
+        rows = [json.loads(x) for x in samples_file(run_dir, label, task).read_text().splitlines()]
         assert len(rows) == 6 and len({(r["item_id"], r["sample_index"]) for r in rows}) == 6
         for r in rows:
             assert set(r) >= {
@@ -142,15 +141,14 @@ def test_killed_run_resumes_without_loss_or_duplicates(tiny_model_dir, data_dir,
     crashed = run_eval(tiny_model_dir, data_dir, tmp_path)
     assert crashed.exit_code != 0 and isinstance(crashed.exception, RuntimeError)
     (run_dir,) = tmp_path.iterdir()
-    partial = (run_dir / "samples" / "tiny-llama" / "math500.jsonl").read_text().splitlines()
+    (partial_file,) = (run_dir / "samples" / "tiny-llama").glob("math500-*.jsonl")  # no results.json yet
+    partial = partial_file.read_text().splitlines()
     assert len(partial) == 4  # two chunks of two landed before the crash
     monkeypatch.setattr(TransformersBackend, "generate", real)
     resumed = run_eval(tiny_model_dir, data_dir, tmp_path)
     assert resumed.exit_code == 0, resumed.output
     assert "(20 new samples)" in resumed.output  # 24 in all, 4 kept from before
-    rows = [
-        json.loads(x) for x in (run_dir / "samples" / "tiny-llama" / "math500.jsonl").read_text().splitlines()
-    ]
+    rows = [json.loads(x) for x in samples_file(run_dir, "tiny-llama", "math500").read_text().splitlines()]
     keys = [(r["item_id"], r["sample_index"]) for r in rows]
     assert len(keys) == len(set(keys)) == 6
     assert [json.loads(x) for x in partial] == rows[:4]  # nothing already written changed
@@ -158,13 +156,14 @@ def test_killed_run_resumes_without_loss_or_duplicates(tiny_model_dir, data_dir,
 
 def test_grade_replays_stored_completions(first_run, data_dir, tmp_path):
     _, run_dir, _ = first_run
-    samples = run_dir / "samples" / "tiny-llama" / "aime24.jsonl"
+    samples = samples_file(run_dir, "tiny-llama", "aime24")
     result = runner.invoke(
         app, ["grade", str(samples), "--task", "aime24", "--out", str(tmp_path), "--data-dir", str(data_dir)]
     )
     assert result.exit_code == 0, result.output
     (graded,) = tmp_path.iterdir()
-    summary = json.loads((graded / "results.json").read_text())["models"]["aime24"]["aime24"]
+    (graded_model,) = json.loads((graded / "results.json").read_text())["models"].values()  # label: file stem
+    summary = graded_model["aime24"]
     original = json.loads((run_dir / "results.json").read_text())["models"]["tiny-llama"]["aime24"]
     assert summary["outcomes"] == original["outcomes"] and summary["n"] == 2
 

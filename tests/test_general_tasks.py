@@ -15,6 +15,7 @@ from tasks.base import ScoringContext, TaskError, get_task
 from tasks.bbh import INVALID, SUBTASKS, extract_bbh_answer
 from tasks.ifeval import METRICS as IFEVAL_METRICS
 from tasks.truthfulqa import mc_scores
+from tests.runfactory import samples_file
 
 runner = CliRunner()
 
@@ -203,11 +204,7 @@ def test_tiny_model_through_ifeval_bbh_truthfulqa_with_no_network(
         assert {m["name"] for m in s["metrics"]} == names
         for m in s["metrics"]:
             assert m["ci_low"] <= m["value"] <= m["ci_high"]
-        rows = [
-            json.loads(x)
-            for x in (run_dir / "samples" / "tiny-llama" / f"{task}.jsonl").read_text().split("\n")
-            if x
-        ]
+        rows = [json.loads(x) for x in samples_file(run_dir, "tiny-llama", task).read_text().split("\n") if x]
         assert len(rows) == 3
     assert summary["ifeval"]["primary_metric"] == "prompt_level_strict_acc"
     assert summary["truthfulqa_mc"]["primary_metric"] == "mc2"

@@ -17,6 +17,7 @@ import pytest
 from harness.backends.base import BackendError, make_backend
 from harness.backends.openai_backend import CACHE_FILE, LEDGER_FILE, OpenAIBackend, ledger_totals
 from harness.types import GenerationRequest, LoglikelihoodRequest, Message, SamplingParams
+from tests.runfactory import samples_file
 
 KEY = "sk-planted-7f3c9e2a41d8b6"  # the test greps every file and message for this
 ENV = "CGD_TEST_OPENAI_KEY"
@@ -340,7 +341,8 @@ def test_eval_end_to_end_through_the_run_store(stub, tmp_path, data_dir):
     manifest = json.loads((outcome.run.root / "manifest.json").read_text())
     assert manifest["model"]["backend"] == "openai" and manifest["model"]["api_key_env"] == ENV
     rows = [
-        json.loads(x) for x in outcome.run.samples_path(outcome.label, "math500").read_text().splitlines()
+        json.loads(x)
+        for x in samples_file(outcome.run.root, outcome.label, "math500").read_text().splitlines()
     ]
     assert len(rows) == 6 and all(r["prompt_tokens"] == 12 for r in rows)
     assert ledger_totals(tmp_path / "state")["all"]["cost_usd"] == 0.000114

@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from harness.cli import app
 from reports.compare import compare_main
+from tests.runfactory import samples_file
 
 HERE = Path(__file__).resolve().parent / "data" / "regression"
 FIXTURE = HERE / "math500_completions.jsonl"
@@ -41,7 +42,7 @@ def grade(data_dir: Path, out: Path) -> Path:
 
 def verdicts(run_dir: Path) -> dict[str, dict[str, Any]]:
     """`item#sample` -> {outcome, extracted, extract (which extraction path found it)} from the samples."""
-    path = run_dir / "samples" / LABEL / f"{TASK}.jsonl"
+    path = samples_file(run_dir, LABEL, TASK)
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
     return {
         f"{r['item_id']}#{r['sample_index']}": {
@@ -87,7 +88,8 @@ def load_expected() -> dict[str, Any]:
 def materialize(expected: dict[str, Any], root: Path) -> Path:
     """The expected verdicts as a run folder (results.json + a samples file of ids and verdicts only), so
     `compare` pairs item by item instead of comparing two intervals."""
-    samples = root / "samples" / LABEL / f"{TASK}.jsonl"
+    stem = expected["results"]["models"][LABEL][TASK]["samples"]  # names the task and grader versions
+    samples = root / "samples" / LABEL / f"{stem}.jsonl"
     samples.parent.mkdir(parents=True)
     lines = []
     for key, v in expected["verdicts"].items():

@@ -216,3 +216,24 @@ def test_html_renders_in_headless_chromium(run_dir, tmp_path):
     assert title, proc.stderr[-2000:]
     _, total, decoded, _, tables = title.group(1).split(":")
     assert int(total) == 6 and int(decoded) == 6 and int(tables) >= 4
+
+
+def test_audit_grader_on_a_run_folder_and_in_the_report(tmp_path):
+    """Every stored maths sample re-graded by the second grader: the constructed completions never state an
+    answer, so exactly the samples stored as correct disagree; the report shows the audit table."""
+    run_dir = write_run(tmp_path / "run", {"base": {"toy_id": correctness(0.5, 20, 1, 1)},
+                                           "sft": {"toy_id": correctness(0.3, 20, 1, 2)}})  # fmt: skip
+    result = runner.invoke(app, ["audit-grader", str(run_dir), "--show", "1"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads((run_dir / "audit.json").read_text())
+    correct = {a["model"]: sum(json.loads(x)["outcome"] == "correct" for x in
+               (run_dir / "samples" / a["model"] / f"{a['samples']}").read_text().splitlines())
+               for a in doc["audits"]}  # fmt: skip
+    assert {a["model"]: len(a["disagreements"]) for a in doc["audits"]} == correct
+    assert "more in audit.json" in result.output
+    again = runner.invoke(app, ["audit-grader", str(run_dir)])
+    assert again.exit_code == 0 and json.loads((run_dir / "audit.json").read_text()) == doc  # deterministic
+    build_report(run_dir)
+    assert "## Grader audit" in (run_dir / "report" / "index.md").read_text()
+    bad = runner.invoke(app, ["audit-grader", str(tmp_path / "nothing")])
+    assert bad.exit_code == 2 and "does not exist" in bad.output

@@ -16,12 +16,13 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
+from fractions import Fraction
 from multiprocessing import get_context
 from multiprocessing.connection import Connection, wait
 from multiprocessing.context import SpawnContext
-from typing import Literal
+from typing import Literal, NamedTuple
 
-__all__ = ["VerifyPool", "VerifyResult", "VerifyStatus", "fast_compare"]
+__all__ = ["VerifyJob", "VerifyPool", "VerifyResult", "VerifyStatus", "fast_compare", "tidy"]
 
 VerifyStatus = Literal["equal", "not_equal", "timeout", "error"]
 
@@ -31,47 +32,207 @@ class VerifyResult:
     status: VerifyStatus
     detail: str = ""
     seconds: float = 0.0
+    # Free-text jobs only: what math-verify extracted from the text (None: it found nothing).
+    extracted: str | None = None
+
+
+class VerifyJob(NamedTuple):
+    pred: str
+    gold: str
+    # pred is a whole response for math-verify's own extraction (the "math_verify" fallback), not an answer.
+    free_text: bool = False
 
 
 # Decorations that never change a plain number's value. Percent and degrees are stripped but tracked, since
 # math-verify treats "10\\%" as equal to both 10 and 0.1 and we must not contradict it on a mismatch.
 _MARKED = re.compile(r"\\%|%|\^\s*\{?\\circ\}?|\\circ|\\degree")
 # Only a trailing, purely alphabetic \text{} is a unit: "5\text{ or }6" must not become 56.
-_UNIT = re.compile(r"\\(?:text|mathrm|mbox)\s*\{[A-Za-z. ]*\}\s*$")
-_NOISE = re.compile(r"\\[,!;: ]|\\?\$")  # thin spaces, currency \$ and math delimiters $
-_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)")
-_THOUSANDS = re.compile(r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d*)?")
+_UNIT = re.compile(r"\\(?:text|mathrm|mbox)\s*\{[A-Za-z. ]*\}\s*(?:\^\s*\{?[23]\}?)?\s*$")
+# Plain-word units ("10 square units", "10 cm^2", "10weeks"); never a lone letter or a maths word ("2 pi").
+_WORD_UNIT = re.compile(
+    r"(?<=[\d.])\s+(?:(?!(?:pi|and|or|sqrt|inf|infty|times|cdot)\b)[A-Za-z]{2,}\s*){1,3}(?:\^\s*\{?[23]\}?)?$"
+    r"|(?<=\d)[A-Za-z]{4,}$"
+)
+# Thin spaces, currency \$, math delimiters $ and the Unicode spaces some outputs use as thousands separators.
+_NOISE = re.compile(r"\\[,!;: ]|\\?\$|[\u00a0\u2009\u202f]")
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+_SCIENTIFIC = re.compile(
+    r"([+-]?(?:\d+\.?\d*|\.\d+))\s*(?:\\times|\\cdot|\*)\s*10\s*\^\s*\{?\s*([+-]?\d+)\s*\}?"
+)
+# A thousands group never starts with 0, so "0,111" is not one (it can only be a decimal comma).
+_THOUSANDS = re.compile(r"[+-]?[1-9]\d{0,2}(?:,\d{3})+(?:\.\d*)?")
+_SPACED_THOUSANDS = re.compile(r"[+-]?[1-9]\d{0,2}(?: \d{3})+(?:\.\d*)?")
+_DECIMAL_COMMA = re.compile(r"([+-]?\d+),(\d+)")
+_FRACTION = re.compile(
+    r"([+-]?)(?:(\d+)\s*)?(?:\\[dt]?frac\{(\d+)\}\{(\d+)\}|\\[dt]?frac(\d)(\d)|(?<!\d)(\d+)/(\d+))"
+)
+# A stray trailing backslash or punctuation mark after an answer ("185\", "7.", "12;"); never "!" (5! is 120).
+_TRAILING = re.compile(r"(?:\\\\|\\(?![A-Za-z%$,!;: ])|[.,;:])+$")
 
 
-def _plain_number(s: str) -> tuple[Decimal, bool] | None:
-    """(value, had_percent_or_degree) if `s` is just a number in decoration, else None."""
+class _Num(NamedTuple):
+    value: Fraction
+    marked: bool  # had a percent sign or degrees
+    places: int | None  # digits after the point of a decimal literal; None for a fraction
+
+
+def _plain_number(s: str, decimal_comma: int = 0) -> _Num | None:
+    """The value of `s` if it is just a number in decoration, else None.
+
+    A decimal comma ("1,22", "2,5", "0,111") is read only with at least `decimal_comma` digits after it;
+    callers allow it when the other side is a single number, since alone "1,22" may be the list 1, 22.
+    "1,000" is always one thousand.
+    A whole number directly before a fraction is a mixed number ("2\\frac{1}{2}" is 5/2), as in MATH.
+    """
     s = s.strip()
     if m := re.fullmatch(r"\\boxed\s*\{(.*)\}", s, re.DOTALL):
         s = m.group(1)
-    s = s.replace("{,}", ",")
+    s = s.replace("{,}", ",").replace(",\\!", ",")
     s, marked = _MARKED.subn("", s)
     s = _NOISE.sub("", _UNIT.sub("", s)).strip()
-    if _THOUSANDS.fullmatch(s):
-        s = s.replace(",", "")
-    if not _NUMBER.fullmatch(s):
+    s = _WORD_UNIT.sub("", _TRAILING.sub("", s).strip())
+    if _THOUSANDS.fullmatch(s) or _SPACED_THOUSANDS.fullmatch(s):
+        s = s.replace(",", "").replace(" ", "")
+    elif decimal_comma and (m := _DECIMAL_COMMA.fullmatch(s)) and len(m.group(2)) >= decimal_comma:
+        s = f"{m.group(1)}.{m.group(2)}"
+    if m := _SCIENTIFIC.fullmatch(s):
+        s = f"{m.group(1)}e{m.group(2)}"
+    if _NUMBER.fullmatch(s):
+        try:
+            d = Decimal(s)
+        except InvalidOperation:
+            return None
+        return _Num(Fraction(d), marked > 0, max(0, -d.as_tuple().exponent))  # type: ignore[operator]
+    if m := _FRACTION.fullmatch(s):
+        sign, whole, *rest = m.groups()
+        num, den = next((int(a), int(b)) for a, b in zip(rest[::2], rest[1::2], strict=True) if a is not None)
+        if den == 0 or (whole is not None and num >= den):
+            return None  # "3\frac{5}{2}" is no mixed number; leave it to math-verify
+        value = Fraction(num, den) + int(whole or 0)
+        return _Num(-value if sign == "-" else value, marked > 0, None)
+    return None
+
+
+def _numbers(pred: str, gold: str) -> tuple[_Num | None, _Num | None]:
+    a, b = _plain_number(pred), _plain_number(gold)
+    if a is None and b is not None:
+        a = _plain_number(pred, decimal_comma=1)
+    elif b is None and a is not None:
+        # MATH golds list small integers as "-2,1": a gold needs two digits after the comma to be a decimal.
+        b = _plain_number(gold, decimal_comma=2)
+    return a, b
+
+
+# A decimal with at least this many places, correctly rounded from a fraction, is that fraction (0.333333 is
+# 1/3, 0.002314814814815 is 1/432; 0.33 is not 1/3). Anything coarser is left to math-verify's own rounding.
+_MIN_PLACES = 6
+
+
+def _rounds_to(dec: _Num, frac: _Num) -> bool:
+    if dec.places is None or frac.places is not None or dec.places < _MIN_PLACES:
+        return False
+    return abs(dec.value - frac.value) * 2 * 10**dec.places <= 1
+
+
+_TIME = re.compile(r"(\d{1,2}):([0-5]\d)(?::([0-5]\d))?\s*(?:\\text\{\s*)?([AaPp])?\.?\s*(?:[Mm]\.?)?\}?")
+_CHOICE_GOLD = re.compile(r"\(?([A-E])\)?|\\text\{\s*\(?([A-E])\)?\s*\}")
+_CHOICE_PRED = re.compile(r"(?:\\text\{\s*)?\(?([A-E])\)?(?:[.):]|\s)")
+
+
+def _clock(s: str) -> tuple[int, bool] | None:
+    """Seconds after midnight of a clock time, and whether it is unmistakably one (seconds or AM/PM)."""
+    m = _TIME.fullmatch(s.strip().replace("$", ""))
+    if not m:
         return None
-    try:
-        return Decimal(s), marked > 0
-    except InvalidOperation:
-        return None
+    h, mins, secs, half = int(m[1]), int(m[2]), int(m[3] or 0), (m[4] or "").upper()
+    if half:
+        if not 1 <= h <= 12:
+            return None
+        h = h % 12 + (12 if half == "P" else 0)
+    return (h * 3600 + mins * 60 + secs) % 86400, bool(half or m[3])
+
+
+def _special(pred: str, gold: str) -> VerifyResult | None:
+    """Clock times ("20:34" is "08:34 P.M.") and a choice letter with its option text ("C. x = 42" for C)."""
+    a, b = _clock(pred), _clock(gold)
+    if a and b and (a[1] or b[1]):
+        return VerifyResult("equal" if a[0] == b[0] else "not_equal", f"clock {a[0]}s vs {b[0]}s")
+    g, p = _CHOICE_GOLD.fullmatch(gold.strip()), _CHOICE_PRED.match(pred.strip())
+    if g and p and len(pred.strip()) > 3:
+        letter = g[1] or g[2]
+        return VerifyResult("equal" if p[1] == letter else "not_equal", f"choice {p[1]} vs {letter}")
+    return None
 
 
 def fast_compare(pred: str, gold: str, rel_tol: float = 1e-9) -> VerifyResult | None:
-    """Decide plain-number pairs (AIME "025", AMC "27.0", "1,000") without a worker; None means undecided."""
-    a, b = _plain_number(pred), _plain_number(gold)
+    """Decide plain-number pairs (AIME "025", AMC "27.0", "1 000", "1,22", "2\\frac12") without a worker.
+
+    None means undecided: math-verify then decides, so its rules for what it alone reads (percent as 0.1,
+    rounding of short decimals) stay the only ones.
+    """
+    a, b = _numbers(pred, gold)
     if a is None or b is None:
+        return _special(pred, gold)
+    x, y = a.value, b.value
+    if abs(x - y) <= Fraction(rel_tol) * max(abs(x), abs(y)):
+        return VerifyResult("equal", f"numeric {_show(x)} == {_show(y)}")
+    if not (a.marked or b.marked) and (_rounds_to(a, b) or _rounds_to(b, a)):
+        return VerifyResult("equal", f"numeric {_show(x)} ~ {_show(y)} to the printed places")
+    if a.marked or b.marked or a.places is None or b.places is None:
         return None
-    (x, x_marked), (y, y_marked) = a, b
-    if abs(x - y) <= Decimal(rel_tol) * max(abs(x), abs(y)):
-        return VerifyResult("equal", f"numeric {x} == {y}")
-    if x_marked or y_marked:
-        return None
-    return VerifyResult("not_equal", f"numeric {x} != {y}")
+    return VerifyResult("not_equal", f"numeric {_show(x)} != {_show(y)}")
+
+
+def _show(x: Fraction) -> str:
+    return str(x.numerator) if x.denominator == 1 else f"{float(x):.12g}"
+
+
+def canonical_number(s: str) -> str:
+    """A plain number in the form math-verify reads as meant ("2\\frac12" -> "5/2", "1 000" -> "1000");
+    anything else, and numbers with percent or degrees (math-verify reads those itself), unchanged."""
+    n = _plain_number(s)
+    if n is None or n.marked:
+        return s
+    v = n.value
+    if n.places is None:
+        return f"{v.numerator}/{v.denominator}" if v.denominator != 1 else str(v.numerator)
+    return format(Decimal(v.numerator) / Decimal(v.denominator), "f") if v.denominator != 1 else str(v)
+
+
+_DOUBLED_COMMAND = re.compile(r"(?<!\\)\\\\(?=[A-Za-z]{2,})")
+_SINGLE_COMMAND = re.compile(r"(?<!\\)\\[A-Za-z]{2,}")
+
+
+_TRIG = re.compile(r"\\(?:sin|cos|tan|cot|sec|csc)(?![A-Za-z])")
+_DEGREES = re.compile(r"(\d+(?:\.\d+)?)\s*\^\s*\{?\s*\\circ\s*\}?")
+_DECIMAL_EXPONENT = re.compile(r"\^\s*\{\s*(\d*\.\d+)\s*\}")
+
+
+def _exponent_fraction(m: re.Match[str]) -> str:
+    f = Fraction(m.group(1))
+    return f"^{{\\frac{{{f.numerator}}}{{{f.denominator}}}}}"
+
+
+def tidy(s: str) -> str:
+    """Repairs that never change a meaning: doubly escaped LaTeX ("\\\\frac" written for "\\frac", as in
+    JSON-escaped data), a stray trailing backslash or punctuation mark, degrees inside a trigonometric
+    function (math-verify would drop the sign: sin(90^\\circ - x) is cos x) and decimal exponents (x^{0.5},
+    which symbolic comparison treats as a float)."""
+    s = s.strip()
+    if _TRIG.search(s):
+        s = _DEGREES.sub(lambda m: f"\\frac{{{m.group(1)}\\pi}}{{180}}", s)
+    s = _DECIMAL_EXPONENT.sub(_exponent_fraction, s)
+    if _DOUBLED_COMMAND.search(s):
+        # Wholly doubled text halves every backslash (so "\\\\\\\\" row breaks survive); mixed text fixes
+        # only the doubled commands.
+        s = s.replace("\\\\", "\\") if not _SINGLE_COMMAND.search(s) else _DOUBLED_COMMAND.sub(r"\\", s)
+    return _TRAILING.sub("", s).rstrip() or s
+
+
+def _prepare(job: VerifyJob) -> VerifyJob:
+    if job.free_text:
+        return VerifyJob(job.pred, tidy(job.gold), True)
+    return VerifyJob(tidy(job.pred), tidy(job.gold))
 
 
 def _as_latex(s: str) -> str:
@@ -100,21 +261,28 @@ def _worker_main(conn: Connection) -> None:
     conn.send("ready")
     while True:
         try:
-            pred, gold = conn.recv()
+            pred, gold, free_text = conn.recv()
         except (EOFError, TypeError):  # parent gone, or the None sentinel
             return
         try:
             g = parse(_as_latex(gold), extraction_config=config, parsing_timeout=None)
-            p = parse(_as_latex(pred), extraction_config=config, parsing_timeout=None)
+            p = parse(pred if free_text else _as_latex(pred), extraction_config=config, parsing_timeout=None)
             detail = " ".join(f"pred={str(p[:1])[:120]} gold={str(g[:1])[:120]}".split())
-            if not g:
-                conn.send(("error", "gold did not parse: " + gold[:120]))
+            extracted = str(p[-1]) if free_text and p else None
+            # Number formats get the same reading as in the parent's fast path.
+            fast = fast_compare(extracted, gold) if extracted is not None else None
+            if fast is not None:
+                conn.send((fast.status, fast.detail, extracted))
+            elif not g:
+                conn.send(("error", "gold did not parse: " + gold[:120], extracted))
+            elif free_text and not p:
+                conn.send(("not_equal", "math-verify extracted nothing", None))
             elif verify(g, p, timeout_seconds=None):
-                conn.send(("equal", detail))
+                conn.send(("equal", detail, extracted))
             else:
-                conn.send(("not_equal", detail))
+                conn.send(("not_equal", detail, extracted))
         except Exception as e:  # any failure inside sympy is a grading error, not a crash
-            conn.send(("error", f"{type(e).__name__}: {e}"[:300]))
+            conn.send(("error", f"{type(e).__name__}: {e}"[:300], None))
 
 
 class _Worker:
@@ -158,18 +326,24 @@ class VerifyPool:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def verify(self, pred: str, gold: str) -> VerifyResult:
-        return self.verify_many([(pred, gold)])[0]
+    def verify(self, pred: str, gold: str, free_text: bool = False) -> VerifyResult:
+        return self.verify_many([VerifyJob(pred, gold, free_text)])[0]
 
-    def verify_many(self, pairs: Sequence[tuple[str, str]]) -> list[VerifyResult]:
-        """Results in input order; fast-path pairs are answered inline, the rest spread over all workers."""
-        results: list[VerifyResult | None] = [None] * len(pairs)
+    def verify_many(self, pairs: Sequence[tuple[str, str] | VerifyJob]) -> list[VerifyResult]:
+        """Results in input order; fast-path pairs are answered inline, the rest spread over all workers.
+
+        Each pair is (pred, gold) or a VerifyJob; both sides are tidied first (see `tidy`).
+        """
+        jobs = [_prepare(VerifyJob(*pair)) for pair in pairs]
+        results: list[VerifyResult | None] = [None] * len(jobs)
         pending: deque[int] = deque()
-        for i, (pred, gold) in enumerate(pairs):
+        for i, (pred, gold, free_text) in enumerate(jobs):
             t0 = time.monotonic()
-            fast = fast_compare(pred, gold)
+            fast = None if free_text else fast_compare(pred, gold)
             if fast is None:
                 pending.append(i)
+                if not free_text:
+                    jobs[i] = VerifyJob(canonical_number(pred), canonical_number(gold))
             else:
                 results[i] = VerifyResult(fast.status, fast.detail, time.monotonic() - t0)
         if pending:
@@ -177,21 +351,21 @@ class VerifyPool:
                 if self._closed:
                     raise RuntimeError("VerifyPool is closed")
                 try:
-                    self._run(pairs, pending, results)
+                    self._run(jobs, pending, results)
                 except BaseException:
                     # Busy workers would later answer jobs that no longer exist; start afresh next call.
                     self._kill_all()
                     raise
         return results  # type: ignore[return-value]  # every slot is filled by now
 
-    def _run(self, pairs: Sequence[tuple[str, str]], pending: deque[int], results: list) -> None:
+    def _run(self, pairs: Sequence[VerifyJob], pending: deque[int], results: list) -> None:
         while len(self._workers) < self._n:
             self._workers.append(_Worker(self._ctx))
         while pending or any(w.job is not None for w in self._workers):
             for idx, w in enumerate(self._workers):
                 if w.ready and w.job is None and pending:
                     try:
-                        w.conn.send(pairs[pending[0]])
+                        w.conn.send(tuple(pairs[pending[0]]))
                     except OSError:  # died while idle: not the job's fault, so it waits for the replacement
                         self._replace(idx)
                         continue
@@ -231,7 +405,7 @@ class VerifyPool:
             w.ready = True
             self._start_failures = 0
         elif w.job is not None:
-            results[w.job] = VerifyResult(msg[0], msg[1], time.monotonic() - w.since)
+            results[w.job] = VerifyResult(msg[0], msg[1], time.monotonic() - w.since, msg[2])
             w.job = None
 
     def _replace(self, idx: int) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +15,14 @@ from harness.backends.roles import make_role_backend
 from harness.config import EvalConfig
 from harness.locks import FolderLock
 from harness.manifest import build_manifest
+from harness.pipeline.taskprep import (
+    ZERO_SHOT_CHAT,
+    model_has_chat_template,
+    samples_file_name,
+    set_prompt_mode,
+    task_protocol,
+    task_sampling,
+)
 from harness.progress import progress_bar
 from harness.prompts import PromptTemplates
 from harness.results import SCHEMA, SCHEMA_VERSION, results_document, summarize_task
@@ -57,17 +65,27 @@ def plan_tasks(
     limit: int | None,
     base_sampling: SamplingParams,
     max_new_tokens: int | None,
+    task_settings: dict[str, dict[str, Any]] | None = None,
+    prompt_mode: str = ZERO_SHOT_CHAT,
+    has_template: Callable[[], bool] = lambda: True,
 ) -> list[TaskPlan]:
-    """Resolve every task and load its items before any model work, so bad input fails fast."""
+    """Resolve every task and load its items before any model work, so bad input fails fast. Flags win over
+    a task's settings (a preset's per-task budget or limit), which win over the task's own defaults."""
     plans = []
     for name in task_names:
         task = get_task(name)
         items = require_items(task, data_dir)
-        if limit is not None:
-            items = items[:limit]
-        budget = max_new_tokens or task.default_max_new_tokens
-        sampling = SamplingParams(base_sampling.temperature, base_sampling.top_p, budget, base_sampling.stop)
-        plans.append(TaskPlan(task, items, sampling))
+        settings = (task_settings or {}).get(name, {})
+        task_limit = limit if limit is not None else settings.get("limit")
+        if task_limit is not None:
+            items = items[:task_limit]
+        if prompt_mode != ZERO_SHOT_CHAT:
+            set_prompt_mode(task, prompt_mode, has_template())
+        budget = max_new_tokens or settings.get("max_new_tokens")
+        sampling = task_sampling(
+            task, base_sampling.temperature, base_sampling.top_p, budget, base_sampling.stop
+        )
+        plans.append(TaskPlan(task, items, sampling, store=samples_file_name(task, sampling)))
     return plans
 
 
@@ -201,7 +219,12 @@ def summarize_model(
             log.records(), item_ids, task_n, plan.task.kind, plan.task.primary_metric, n_boot
         )
         # Which samples file and which items: a report recomputes every number from exactly these.
-        out[plan.task.name] = {**summary, "samples": plan.samples_name, "item_ids": item_ids}
+        out[plan.task.name] = {
+            **summary,
+            **task_protocol(plan.task),
+            "samples": plan.samples_name,
+            "item_ids": item_ids,
+        }
     return out
 
 
@@ -220,7 +243,16 @@ def evaluate(config: EvalConfig, backend: Backend | None = None, wait: bool = Fa
     base_sampling = SamplingParams(
         config.temperature, config.top_p, config.max_new_tokens or 0, tuple(config.stop)
     )
-    plans = plan_tasks(config.tasks, data_dir, config.limit, base_sampling, config.max_new_tokens)
+    plans = plan_tasks(
+        config.tasks,
+        data_dir,
+        config.limit,
+        base_sampling,
+        config.max_new_tokens,
+        config.task_settings,
+        config.prompt_mode,
+        lambda: model_has_chat_template(config.model, config.backend, config.backend_options),
+    )
     return evaluate_plans(config, plans, backend, templates, data_dir, wait=wait)
 
 

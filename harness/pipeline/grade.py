@@ -8,6 +8,7 @@ from pathlib import Path
 from harness.backends.replay import ReplayBackend
 from harness.config import ConfigError, EvalConfig
 from harness.pipeline.evaluate import EvalOutcome, TaskPlan, evaluate_plans
+from harness.pipeline.taskprep import samples_file_name
 from harness.prompts import PromptTemplates
 from harness.types import SamplingParams
 from tasks.base import get_task
@@ -22,7 +23,9 @@ def grade_file(path: str | Path, task_name: str, config: EvalConfig) -> EvalOutc
     if not items:
         raise ConfigError(f"{path}: none of its ids belong to task {task_name!r}")
     n = min(per_item[it.id] for it in items)
-    plan = TaskPlan(task, items, SamplingParams(max_new_tokens=0))
+    sampling = SamplingParams(max_new_tokens=0)
+    # Keyed by task and grader version: re-grading after a grader change writes new verdicts, never reuses.
+    plan = TaskPlan(task, items, sampling, store=samples_file_name(task, sampling))
     config.model, config.n, config.tasks, config.backend = str(Path(path).resolve()), n, [task_name], "replay"
     return evaluate_plans(
         config,

@@ -13,12 +13,18 @@ from typing import Any
 
 from harness.comparison import TaskSpec
 from harness.pipeline.evaluate import TaskPlan, require_items
+from harness.pipeline.taskprep import (
+    ZERO_SHOT_CHAT,
+    model_has_chat_template,
+    samples_file_name,
+    set_prompt_mode,
+    task_sampling,
+)
 from harness.progress import console
 from harness.prompts import PromptTemplates
 from harness.runconfig import RunConfig
 from harness.store import RunFolder, config_hash
-from harness.types import SamplingParams
-from tasks.base import Task, get_task
+from tasks.base import get_task
 
 
 def model_key(
@@ -80,28 +86,14 @@ def plan_run_tasks(cfg: RunConfig, data_dir: Path | None) -> list[TaskPlan]:
         items = require_items(task, data_dir)
         if settings.get("limit"):
             items = items[: settings["limit"]]
-        sampling = SamplingParams(
-            settings.get("temperature", 0.0),
-            settings.get("top_p", 1.0),
-            settings.get("max_new_tokens") or task.default_max_new_tokens,
+        mode = settings.get("prompt_mode", ZERO_SHOT_CHAT)
+        if mode != ZERO_SHOT_CHAT:
+            set_prompt_mode(task, mode, cfg.base is None or model_has_chat_template(cfg.base))
+        sampling = task_sampling(
+            task, settings.get("temperature", 0.0), settings.get("top_p", 1.0), settings.get("max_new_tokens")
         )
         plans.append(TaskPlan(task, items, sampling, store=samples_file_name(task, sampling)))
     return plans
-
-
-def samples_file_name(task: Task, sampling: SamplingParams) -> str:
-    """`<task>-<hash of what decides its samples>`: the run folder leaves evaluation settings out of its own
-    hash, so a changed limit or n, or a new task, reuses the critique data and the trained models, while a
-    changed temperature or budget writes new samples instead of mixing them with the old."""
-    if task.output_type == "loglikelihood":
-        return task.name  # scored continuations do not depend on sampling settings
-    protocol = {
-        "temperature": sampling.temperature,
-        "top_p": sampling.top_p,
-        "max_new_tokens": sampling.max_new_tokens,
-        "stop": list(sampling.stop),
-    }
-    return f"{task.name}-{config_hash(protocol, 8)}"
 
 
 def incomplete(run: RunFolder, label: str, plan: TaskPlan, n: int) -> bool:
