@@ -330,6 +330,46 @@ def findings_cmd(
     typer.echo(md.read_text(encoding="utf-8"))
 
 
+@app.command("ledger")
+def ledger_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder from `cgd-bench run`.")],
+    out: Annotated[Path | None, typer.Option(help="Output folder (default: RUN_DIR/report).")] = None,
+) -> None:
+    """The compute ledger: teacher tokens per stage, tokens trained per method, tokens per answer."""
+    from reports.ledger import write_ledger
+    from reports.rundata import RunData
+
+    try:
+        run = RunData.load(run_dir)
+        markdown, _ = write_ledger(run, out or run.root / "report")
+    except _report_errors() as exc:
+        fail(str(exc))
+    typer.echo(markdown)
+
+
+@app.command("contamination")
+def contamination_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder from `cgd-bench run`.")],
+    n: Annotated[int, typer.Option("--n", help="n-gram length (13, as the GPT-3 and Llama reports).")] = 13,
+    boilerplate_share: Annotated[
+        float, typer.Option(help="Ignore n-grams in more than this share of a task's prompts (templates).")
+    ] = 0.5,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default: RUN_DIR/report).")] = None,
+) -> None:
+    """n-gram overlap of the critique data with every evaluation set; scores recomputed without it."""
+    from reports.contamination import write_contamination
+    from reports.rundata import RunData
+
+    if n < 1 or not 0 < boilerplate_share <= 1:
+        fail("--n must be >= 1 and --boilerplate-share in (0, 1]")
+    try:
+        run = RunData.load(run_dir)
+        markdown, _ = write_contamination(run, out or run.root / "report", n, boilerplate_share)
+    except _report_errors() as exc:
+        fail(str(exc))
+    typer.echo(markdown)
+
+
 @app.command("figures")
 def figures_cmd(
     paper: Annotated[

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.results import group_by_item
-from harness.stats import bootstrap_ci, paired_bootstrap
+from harness.stats import hierarchical_bootstrap_ci, paired_hierarchical_bootstrap
 from harness.store import RunFolder
 
 
@@ -50,25 +50,44 @@ def method_item_scores(run: RunFolder, labels: Sequence[str], spec: TaskSpec) ->
     return [sum(col) / len(col) for col in zip(*per_label, strict=True)]
 
 
+def student_matrix(
+    run: RunFolder, labels: Sequence[str], spec: TaskSpec, students: Mapping[str, int] | None
+) -> list[list[float]]:
+    """students × items: each base student's item scores, averaged over that student's training seeds."""
+    groups: dict[int, list[str]] = {}
+    for label in labels:
+        groups.setdefault((students or {}).get(label, 0), []).append(label)
+    return [method_item_scores(run, groups[s], spec) for s in sorted(groups)]
+
+
 def compare_methods(
-    run: RunFolder, methods: Mapping[str, Sequence[str]], specs: Sequence[TaskSpec], n_boot: int = 2000
+    run: RunFolder,
+    methods: Mapping[str, Sequence[str]],
+    specs: Sequence[TaskSpec],
+    n_boot: int = 2000,
+    students: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
-    """`methods`: method -> model labels (one per seed), in table order with "base" first."""
-    scores = {m: {s.name: method_item_scores(run, labels, s) for s in specs} for m, labels in methods.items()}
+    """`methods`: method -> model labels (one per seed and base student), in table order with "base" first.
+    `students`: label -> base student; with several, CIs come from a bootstrap over students and items, so
+    students that disagree widen them (one student: the bootstrap over items)."""
+    scores = {
+        m: {s.name: student_matrix(run, labels, s, students) for s in specs} for m, labels in methods.items()
+    }
     cells: dict[str, dict[str, Any]] = {}
     for method, per_task in scores.items():
         cells[method] = {}
         for spec in specs:
-            vals = per_task[spec.name]
-            lo, hi = bootstrap_ci(vals, n_boot=n_boot)
+            matrix = per_task[spec.name]
+            value, lo, hi = hierarchical_bootstrap_ci(matrix, n_boot=n_boot)
             cells[method][spec.name] = {
                 "metric": spec.metric_name,
-                "value": round(sum(vals) / len(vals), 6),
+                "value": round(value, 6),
                 "ci_low": round(lo, 6),
                 "ci_high": round(hi, 6),
                 "n": spec.n,
-                "num_items": len(vals),
-                "seeds": len(methods[method]),
+                "num_items": len(matrix[0]),
+                "seeds": len(methods[method]) // len(matrix),
+                **({"students": len(matrix)} if students else {}),
             }
     deltas: dict[str, dict[str, dict[str, Any]]] = {}
     for ref in ("base", "sft"):
@@ -77,7 +96,9 @@ def compare_methods(
         deltas[f"vs_{ref}"] = {
             m: {
                 s.name: _rounded(
-                    paired_bootstrap(scores[ref][s.name], scores[m][s.name], n_boot=n_boot).to_dict()
+                    paired_hierarchical_bootstrap(
+                        scores[ref][s.name], scores[m][s.name], n_boot=n_boot
+                    ).to_dict()
                 )
                 for s in specs
             }

@@ -328,3 +328,129 @@ def paired_stratified_bootstrap(
         return PairedDiff(mean_a, mean_b, diff, float(low), float(high), 1.0, items)
     flipped = np.count_nonzero(means <= 0.0) if diff > 0 else np.count_nonzero(means >= 0.0)
     return PairedDiff(mean_a, mean_b, diff, float(low), float(high), min(1.0, 2.0 * flipped / n_boot), items)
+
+
+def _hierarchical_means(values: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
+    """Bootstrap draws of the grand mean of a students × items matrix: students resampled with replacement,
+    then items resampled (independently per draw, shared across the drawn students so item difficulty stays
+    paired)."""
+    rng = np.random.default_rng(seed)
+    k, m = values.shape
+    out = np.empty(n_boot, dtype=np.float64)
+    for b in range(n_boot):
+        students = rng.integers(0, k, size=k)
+        items = rng.integers(0, m, size=m)
+        out[b] = values[np.ix_(students, items)].mean()
+    return out
+
+
+def _matrix(rows: Sequence[Sequence[float]], name: str) -> np.ndarray:
+    values = np.asarray(rows, dtype=np.float64)
+    if values.ndim != 2 or values.size == 0:
+        raise ValueError(f"{name}: need a students × items matrix with at least one of each")
+    return values
+
+
+def hierarchical_bootstrap_ci(
+    per_student: Sequence[Sequence[float]], n_boot: int = 2000, alpha: float = 0.05, seed: int = 0
+) -> tuple[float, float, float]:
+    """Mean over students and items of per_student[s][i] (each student scored on the same items), with a CI
+    from a two-level bootstrap (students, then items): students that disagree widen it, which a bootstrap
+    over items alone would hide. With one student it is the item bootstrap. Returns (value, low, high)."""
+    _check_boot_args(n_boot, alpha)
+    values = _matrix(per_student, "hierarchical_bootstrap_ci")
+    value = float(values.mean())
+    if values.shape[0] == 1:
+        low, high = bootstrap_ci(values[0], n_boot=n_boot, alpha=alpha, seed=seed)
+        return value, low, high
+    low, high = np.quantile(_hierarchical_means(values, n_boot, seed), [alpha / 2, 1 - alpha / 2])
+    return value, float(low), float(high)
+
+
+def paired_hierarchical_bootstrap(
+    a: Sequence[Sequence[float]],
+    b: Sequence[Sequence[float]],
+    n_boot: int = 2000,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> PairedDiff:
+    """b - a where a[s][i] and b[s][i] are two methods on the same student s and item i; students and items
+    are resampled together so both pairings are kept. p-value as in paired_bootstrap."""
+    _check_boot_args(n_boot, alpha)
+    va, vb = _matrix(a, "a"), _matrix(b, "b")
+    if va.shape != vb.shape:
+        raise ValueError(f"a and b must have the same students × items shape, got {va.shape} and {vb.shape}")
+    if va.shape[0] == 1:
+        return paired_bootstrap(va[0], vb[0], n_boot=n_boot, alpha=alpha, seed=seed)
+    d = vb - va
+    diff = float(d.mean())
+    means = _hierarchical_means(d, n_boot, seed)
+    low, high = np.quantile(means, [alpha / 2, 1 - alpha / 2])
+    if diff == 0.0:
+        p_value = 1.0
+    else:
+        flipped = np.count_nonzero(means <= 0.0) if diff > 0 else np.count_nonzero(means >= 0.0)
+        p_value = min(1.0, 2.0 * flipped / n_boot)
+    return PairedDiff(float(va.mean()), float(vb.mean()), diff, float(low), float(high), p_value, va.shape[1])
+
+
+def _hierarchical_stratified_means(strata: Sequence[np.ndarray], n_boot: int, seed: int) -> np.ndarray:
+    """Like _hierarchical_means over several tasks at once: each draw resamples the students once (shared by
+    every task: a student is one model) and each task's items on their own; the statistic is the mean over
+    tasks of each task's mean."""
+    rng = np.random.default_rng(seed)
+    k = strata[0].shape[0]
+    out = np.empty(n_boot, dtype=np.float64)
+    for b in range(n_boot):
+        students = rng.integers(0, k, size=k)
+        out[b] = np.mean(
+            [m[np.ix_(students, rng.integers(0, m.shape[1], size=m.shape[1]))].mean() for m in strata]
+        )
+    return out
+
+
+def group_bootstrap_ci(
+    strata: Sequence[Sequence[Sequence[float]]], n_boot: int = 2000, alpha: float = 0.05, seed: int = 0
+) -> tuple[float, float, float]:
+    """A group average (mean over tasks) of students × items matrices, one per task. One student: the
+    stratified bootstrap over items; several: students resampled too. Returns (value, low, high)."""
+    mats = [_matrix(s, "group_bootstrap_ci") for s in strata]
+    if len({m.shape[0] for m in mats}) != 1:
+        raise ValueError("every task needs the same students")
+    if mats[0].shape[0] == 1:
+        return stratified_bootstrap_ci([m[0] for m in mats], n_boot=n_boot, alpha=alpha, seed=seed)
+    _check_boot_args(n_boot, alpha)
+    value = float(np.mean([m.mean() for m in mats]))
+    low, high = np.quantile(_hierarchical_stratified_means(mats, n_boot, seed), [alpha / 2, 1 - alpha / 2])
+    return value, float(low), float(high)
+
+
+def paired_group_bootstrap(
+    a: Sequence[Sequence[Sequence[float]]],
+    b: Sequence[Sequence[Sequence[float]]],
+    n_boot: int = 2000,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> PairedDiff:
+    """b - a of two group averages, per task students × items matrices scored on the same students and
+    items. One student: paired_stratified_bootstrap; several: students resampled too."""
+    ma = [_matrix(s, "a") for s in a]
+    mb = [_matrix(s, "b") for s in b]
+    if [m.shape for m in ma] != [m.shape for m in mb]:
+        raise ValueError("a and b must score the same students and items per task")
+    if ma[0].shape[0] == 1:
+        return paired_stratified_bootstrap([m[0] for m in ma], [m[0] for m in mb], n_boot, alpha, seed)
+    _check_boot_args(n_boot, alpha)
+    diffs = [y - x for x, y in zip(ma, mb, strict=True)]
+    mean_a = float(np.mean([m.mean() for m in ma]))
+    mean_b = float(np.mean([m.mean() for m in mb]))
+    diff = mean_b - mean_a
+    means = _hierarchical_stratified_means(diffs, n_boot, seed)
+    low, high = np.quantile(means, [alpha / 2, 1 - alpha / 2])
+    if diff == 0.0:
+        p_value = 1.0
+    else:
+        flipped = np.count_nonzero(means <= 0.0) if diff > 0 else np.count_nonzero(means >= 0.0)
+        p_value = min(1.0, 2.0 * flipped / n_boot)
+    items = sum(m.shape[1] for m in ma)
+    return PairedDiff(mean_a, mean_b, diff, float(low), float(high), p_value, items)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from harness.stats import paired_bootstrap, pass_at_k
+from harness.stats import pass_at_k
 from reports.rundata import RunData
 from reports.taskmap import display, group_of, method_display
 
@@ -156,13 +156,7 @@ def general_deltas(run: RunData, n_boot: int = 2000) -> FigureSpec | None:
     lows: list[float] = []
     highs: list[float] = []
     for i, method in enumerate(methods):
-        diffs = []
-        for t in tasks:
-            base, mine = run.item_scores("base", t), run.item_scores(method, t)
-            shared = [k for k in base if k in mine]
-            diffs.append(
-                paired_bootstrap([base[k] for k in shared], [mine[k] for k in shared], n_boot=n_boot)
-            )
+        diffs = [run.paired_diff("base", method, [t], n_boot) for t in tasks]
         values = [100 * d.diff for d in diffs]
         lows += [100 * d.ci_low for d in diffs]
         highs += [100 * d.ci_high for d in diffs]

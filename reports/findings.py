@@ -86,7 +86,7 @@ N_BOOT = 2000
 class _Arm:
     method: str
     ref: MetricRef
-    strata: list[tuple[str, dict[str, float]]]  # (run task, item id -> score)
+    strata: list[tuple[str, dict[str, list[float]]]]  # (run task, item id -> score per base student)
     n: list[int]
     read_from: str | None = None  # a group read from its declared toy analogue tasks
 
@@ -108,6 +108,11 @@ def _judge(op: str, lo: float, hi: float, t: float) -> str:
     holds = {">": lo > t, ">=": lo >= t, "<": hi < t, "<=": hi <= t}[op]
     fails = {">": hi <= t, ">=": hi < t, "<": lo >= t, "<=": lo > t}[op]
     return "holds" if holds else "fails" if fails else "inconclusive"
+
+
+def _by_student(items: list[list[float]]) -> list[list[float]]:
+    """[item][student] -> [student][item]: the matrices harness.stats' student-aware bootstraps take."""
+    return [list(col) for col in zip(*items, strict=True)]
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -171,16 +176,17 @@ class _Evaluator:
             arms.append(_Arm(m, ref, strata, [self.run.task_view(m, t).n for t in tasks], read_from))
         return arms
 
-    def scores(self, method: str, task: str, ref: MetricRef) -> dict[str, float]:
+    def scores(self, method: str, task: str, ref: MetricRef) -> dict[str, list[float]]:
         if (method, task, ref) not in self._cache:
             self._cache[method, task, ref] = self._scores(method, task, ref)
         return self._cache[method, task, ref]
 
-    def _scores(self, method: str, task: str, ref: MetricRef) -> dict[str, float]:
+    def _scores(self, method: str, task: str, ref: MetricRef) -> dict[str, list[float]]:
+        """Item id -> the score per base student (each averaged over that student's seeds)."""
         run, view = self.run, self.run.task_view(method, task)
         labels = run.methods[method]
         if ref.stat is None and ref.metric is None:
-            return run.item_scores(method, task)
+            return run.student_matrix(method, task)
         per_label: list[dict[str, float]] = []
         kind, _, num = (ref.metric or "").partition("@")
         for label in labels:
@@ -204,20 +210,24 @@ class _Evaluator:
                     grouped.setdefault(r["item_id"], []).append(float(r["scores"][ref.metric]))
                 per_label.append({i: _mean(v) for i, v in grouped.items()})
         ids = [i for i in view.item_ids if all(i in d for d in per_label)]
-        return {i: _mean([d[i] for d in per_label]) for i in ids}
+        student_of = [run.students.get(lb, 0) for lb in labels]
+        students = sorted(set(student_of))
+        return {
+            i: [
+                _mean([d[i] for d, s in zip(per_label, student_of, strict=True) if s == st])
+                for st in students
+            ]
+            for i in ids
+        }
 
     # --- numbers and relations -------------------------------------------------------------------------
     def number(self, arm: _Arm) -> RunNumber:
         scale = 100.0 if arm.unit == "points" else 1.0
-        groups = [list(s.values()) for _, s in arm.strata]
-        if len(groups) == 1:
-            value = _mean(groups[0])
-            lo, hi = stats.bootstrap_ci(groups[0], n_boot=N_BOOT)
-        else:
-            value, lo, hi = stats.stratified_bootstrap_ci(groups, n_boot=N_BOOT)
+        groups = [_by_student(list(s.values())) for _, s in arm.strata]
+        value, lo, hi = stats.group_bootstrap_ci(groups, n_boot=N_BOOT)
         return RunNumber(
             arm.label, value * scale, lo * scale, hi * scale, arm.unit,
-            sorted(set(arm.n)), sum(len(g) for g in groups),
+            sorted(set(arm.n)), sum(len(g[0]) for g in groups),
         )  # fmt: skip
 
     def relation(
@@ -228,12 +238,14 @@ class _Evaluator:
             shared = [i for i in sa if i in sb]
             if not shared:
                 raise NotApplicable(f"items shared by {a.method} and {b.method} on {task}")
-            va.append(np.array([sa[i] for i in shared]))
-            vb.append(np.array([sb[i] for i in shared]) * factor)
+            va.append(np.array(_by_student([sa[i] for i in shared])))
+            vb.append(np.array(_by_student([sb[i] for i in shared])) * factor)
+        if len({v.shape[0] for v in (*va, *vb)}) != 1:
+            raise NotApplicable(f"the same base students for {a.method} and {b.method}")
         pd = (
-            stats.paired_bootstrap(vb[0], va[0], n_boot=N_BOOT)
+            stats.paired_hierarchical_bootstrap(vb[0], va[0], n_boot=N_BOOT)
             if len(va) == 1
-            else stats.paired_stratified_bootstrap(vb, va, n_boot=N_BOOT)
+            else stats.paired_group_bootstrap(vb, va, n_boot=N_BOOT)
         )
         scale = 100.0 if a.unit == "points" else 1.0
         fb = f"{factor:g}x{b.method}" if factor != 1.0 else b.method
@@ -247,7 +259,7 @@ class _Evaluator:
             verdict = _judge(op, pd.ci_low, pd.ci_high, threshold)
             rel = f"{a.method} - {fb} {op} {threshold * scale:+g}"
         note = ""
-        both = np.concatenate([*va, *(v / factor if factor else v for v in vb)])
+        both = np.concatenate([v.ravel() for v in (*va, *(v / factor if factor else v for v in vb))])
         if a.unit == "points" and both.size and np.all(both == both[0]) and both[0] in (0.0, 1.0):
             verdict, note = (
                 "inconclusive",

@@ -9,7 +9,6 @@ same bootstrap settings.
 
 from __future__ import annotations
 
-from harness.stats import paired_bootstrap, paired_stratified_bootstrap, stratified_bootstrap_ci
 from reports.rundata import RunData
 from reports.table_render import Cell, Table
 from reports.taskmap import GROUPS, PAPER_GROUPS, display, group_of, is_analogue, method_display
@@ -55,8 +54,10 @@ def _pts(x: float) -> float:
 
 
 def _row_label(run: RunData, method: str) -> str:
-    seeds = len(run.methods[method])
-    return method_display(method) + (f" ({seeds} seeds)" if seeds > 1 else "")
+    students = run.student_count(method)
+    seeds = len(run.methods[method]) // students
+    parts = ([f"{students} students"] if students > 1 else []) + ([f"{seeds} seeds"] if seeds > 1 else [])
+    return method_display(method) + (f" ({', '.join(parts)})" if parts else "")
 
 
 def scores_table(run: RunData, n_boot: int) -> Table:
@@ -79,9 +80,7 @@ def scores_table(run: RunData, n_boot: int) -> Table:
             )
         for key, _, members in avgs:
             if all(m in cells for m in members):
-                groups = [list(run.item_scores(method, t).values()) for t in members]
-                value, lo, hi = stratified_bootstrap_ci(groups, n_boot=n_boot)
-                items = sum(len(g) for g in groups)
+                value, lo, hi, items = run.group_cell(method, list(members), n_boot)
                 cells[key] = Cell(_pts(value), _pts(lo), _pts(hi), None, items, len(run.methods[method]))
         table.rows.append((_row_label(run, method), cells))
     table.mark_best()
@@ -123,23 +122,17 @@ def delta_table(run: RunData, ref: str, key: str, ref_name: str, n_boot: int) ->
     avgs, _ = average_columns(run)
     columns = [(t, display(t)) for t in tasks] + [(k, h) for k, h, _ in avgs]
     table = Table(key, f"Difference to {ref_name} (points, paired bootstrap over items)", columns)
-    ref_scores = {t: run.item_scores(ref, t) for t in tasks}
     for method in others:
         cells: dict[str, Cell] = {}
-        mine = {t: run.item_scores(method, t) for t in tasks if t in run.method_tasks(method)}
-        for task, scores in mine.items():
-            shared = [i for i in ref_scores[task] if i in scores]
-            d = paired_bootstrap(
-                [ref_scores[task][i] for i in shared], [scores[i] for i in shared], n_boot=n_boot
-            )
+        mine = [t for t in tasks if t in run.method_tasks(method)]
+        for task in mine:
+            d = run.paired_diff(ref, method, [task], n_boot)
             cells[task] = Cell(
                 _pts(d.diff), _pts(d.ci_low), _pts(d.ci_high), None, d.num_items, p_value=round(d.p_value, 6)
             )
         for col, _, members in avgs:
             if all(m in mine for m in members):
-                a = [[ref_scores[t][i] for i in mine[t]] for t in members]
-                b = [list(mine[t].values()) for t in members]
-                d = paired_stratified_bootstrap(a, b, n_boot=n_boot)
+                d = run.paired_diff(ref, method, list(members), n_boot)
                 cells[col] = Cell(
                     _pts(d.diff),
                     _pts(d.ci_low),
@@ -150,6 +143,8 @@ def delta_table(run: RunData, ref: str, key: str, ref_name: str, n_boot: int) ->
                 )
         table.rows.append((f"{method_display(method)} − {method_display(ref)}", cells))
     table.notes = ["Each cell: method minus reference on the same items, 95% CI, two-sided bootstrap p."]
+    if any(run.student_count(m) > 1 for m in run.methods):
+        table.notes.append("Several base students: students and items are resampled together.")
     return table
 
 

@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.store import write_text_atomic
+from reports.contamination import contamination_tables, find_overlaps, overlaps_csv, overlaps_markdown
 from reports.figures import FigureSpec, run_figures, save_figure
+from reports.ledger import accuracy_vs_tokens, ledger_tables
 from reports.paper_layout import run_tables
 from reports.rundata import RunData, read_json
 from reports.table_render import Table, to_csv, to_html, to_latex, to_markdown
@@ -32,6 +34,7 @@ class Report:
     figures: list[FigureSpec] = field(default_factory=list)
     findings_md: str = ""
     audit_md: str = ""
+    contamination_md: str = ""
     files: list[Path] = field(default_factory=list)
 
 
@@ -49,7 +52,10 @@ def build_report(run_dir: str | Path, out: str | Path | None = None) -> Report:
     for sub in ("tables", "figures"):
         shutil.rmtree(out / sub, ignore_errors=True)
     report = Report(out)
-    report.tables = run_tables(run)
+    report.tables = run_tables(run) + ledger_tables(run)
+    contamination = find_overlaps(run) if run.paired and run.critique_records else None
+    if contamination is not None:
+        report.tables += contamination_tables(run, contamination)
     for table in report.tables:
         for ext, render in (("md", to_markdown), ("csv", to_csv), ("tex", to_latex)):
             path = out / "tables" / f"{table.key}.{ext}"
@@ -57,6 +63,13 @@ def build_report(run_dir: str | Path, out: str | Path | None = None) -> Report:
             report.files.append(path)
     if run.paired:
         report.figures = run_figures(run)
+        if (spec := accuracy_vs_tokens(run)) is not None:
+            report.figures.append(spec)
+    if contamination is not None:
+        path = out / "contamination_overlaps.csv"
+        write_text_atomic(path, overlaps_csv(contamination))
+        report.files.append(path)
+        report.contamination_md = overlaps_markdown(contamination)
     for spec in report.figures:
         report.files += save_figure(spec, out / "figures")
     if run.is_run:
@@ -141,6 +154,8 @@ def index_markdown(run: RunData, report: Report) -> str:
             ]
     if report.findings_md:
         parts += ["## Findings", "", report.findings_md]
+    if report.contamination_md:
+        parts += ["## Contamination", "", report.contamination_md]
     if report.audit_md:
         parts += ["## Grader audit", "", report.audit_md]
     return "\n".join(parts).rstrip() + "\n"
@@ -211,6 +226,8 @@ def index_html(run: RunData, report: Report) -> str:
         ]
     if report.findings_md:
         parts += ["<h2>Findings</h2>", _md_table_to_html(report.findings_md)]
+    if report.contamination_md:
+        parts += ["<h2>Contamination</h2>", _md_table_to_html(report.contamination_md)]
     if report.audit_md:
         parts += ["<h2>Grader audit</h2>", _md_table_to_html(report.audit_md)]
     parts.append("</body></html>")

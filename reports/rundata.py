@@ -18,7 +18,18 @@ from typing import Any
 from harness.comparison import TaskSpec
 from harness.comparison import item_scores as spec_item_scores
 from harness.results import SCHEMA, group_by_item, primary
+from harness.stats import (
+    PairedDiff,
+    group_bootstrap_ci,
+    paired_group_bootstrap,
+    paired_hierarchical_bootstrap,
+)
 from harness.store import RunFolder
+
+
+def _transpose(items_by_student: list[list[float]]) -> list[list[float]]:
+    """[item][student] -> [student][item]."""
+    return [list(col) for col in zip(*items_by_student, strict=True)]
 
 
 class ReportInputError(ValueError):
@@ -173,6 +184,45 @@ class RunData:
         per_seed = [spec_item_scores(self.records(lb, task, method), view.spec) for lb in labels]
         scores = [sum(col) / len(col) for col in zip(*per_seed, strict=True)]
         return dict(zip(view.item_ids, scores, strict=True))
+
+    @property
+    def students(self) -> dict[str, int]:
+        """Model label -> base student (a run with `toy: {students: K}`); empty for one student."""
+        return dict(self.results.get("students", {}))
+
+    def student_count(self, method: str) -> int:
+        return len({self.students.get(lb, 0) for lb in self.methods[method]})
+
+    def student_matrix(self, method: str, task: str) -> dict[str, list[float]]:
+        """Item id -> the method's score per base student (each averaged over that student's seeds)."""
+        view = self.task_view(method, task)
+        groups: dict[int, list[str]] = {}
+        for label in self.methods[method]:
+            groups.setdefault(self.students.get(label, 0), []).append(label)
+        rows = []
+        for s in sorted(groups):
+            per_seed = [spec_item_scores(self.records(lb, task, method), view.spec) for lb in groups[s]]
+            rows.append([sum(col) / len(col) for col in zip(*per_seed, strict=True)])
+        return {item: [row[i] for row in rows] for i, item in enumerate(view.item_ids)}
+
+    def paired_diff(self, ref: str, method: str, tasks: list[str], n_boot: int) -> PairedDiff:
+        """method − ref on the items both have, per task, averaged over `tasks` (one task, or a group);
+        students and items resampled when the run has several base students."""
+        a, b = [], []
+        for task in tasks:
+            x, y = self.student_matrix(ref, task), self.student_matrix(method, task)
+            shared = [i for i in x if i in y]
+            a.append(_transpose([x[i] for i in shared]))
+            b.append(_transpose([y[i] for i in shared]))
+        if len(tasks) == 1:
+            return paired_hierarchical_bootstrap(a[0], b[0], n_boot=n_boot)
+        return paired_group_bootstrap(a, b, n_boot=n_boot)
+
+    def group_cell(self, method: str, tasks: list[str], n_boot: int) -> tuple[float, float, float, int]:
+        """(value, low, high, items) of a method's average over `tasks`."""
+        mats = [_transpose(list(self.student_matrix(method, t).values())) for t in tasks]
+        value, lo, hi = group_bootstrap_ci(mats, n_boot=n_boot)
+        return value, lo, hi, sum(len(m[0]) for m in mats)
 
     def correctness(self, label: str, task: str) -> dict[str, list[tuple[bool, str | None]]]:
         """Item id -> [(correct, extracted answer)] in sample order: what harness.stats' metrics take."""

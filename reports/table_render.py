@@ -176,6 +176,9 @@ def to_latex(table: Table) -> str:
             if c is None:
                 out.append("--")
                 continue
+            if getattr(c, "label", ""):  # a count, ratio or cost (reports.ledger.QuantityCell), not a score
+                out.append(_tex_escape(c.text()))
+                continue
             sign = "+" if c.is_delta else ""
             value = f"{c.value:{sign}.1f}"
             value = rf"\textbf{{{value}}}" if c.bold else value

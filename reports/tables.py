@@ -63,6 +63,7 @@ def comparison_tables(results: dict[str, Any]) -> dict[str, list[dict[str, str]]
         for task in comp["tasks"]:
             c = comp["cells"][method][task]
             seeds = f", seeds={c['seeds']}" if c["seeds"] > 1 else ""
+            seeds += f", students={c['students']}" if c.get("students", 1) > 1 else ""
             row[task] = f"{c['metric']} {fmt_metric(c)} (n={c['n']}, items={c['num_items']}{seeds})"
         rows.append(row)
     tables["scores"] = rows

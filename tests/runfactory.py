@@ -35,9 +35,16 @@ def write_run(
     lengths: Mapping[str, int] | None = None,
     train_logs: Mapping[str, Sequence[float]] | None = None,
     n_boot: int = 500,
+    prompts: Mapping[str, Sequence[str]] | None = None,
+    prompt_tokens: Mapping[str, Sequence[int]] | None = None,
+    critique_records: Sequence[Mapping[str, object]] | None = None,
+    training: Mapping[str, Sequence[Mapping[str, object]]] | None = None,
 ) -> Path:
     """`scores[method][task]`: per item, per sample correctness (or, with seeds[method] > 1, one such list
-    per seed). Writes samples, models/<label>/train_log.jsonl, critique/ and results.json."""
+    per seed). Writes samples, models/<label>/train_log.jsonl, critique/ and results.json.
+
+    Optional: `prompts[task]` / `prompt_tokens[task]` per item (default "p" / 10), `critique_records` in
+    place of the four default records, `training[method]` one results.json training block per seed."""
     seeds = seeds or {}
     run = RunFolder(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -56,16 +63,18 @@ def write_run(
                 n = len(flags_s[0])
                 ids = [f"{task}-{i:04d}" for i in range(len(flags_s))]
                 records = []
-                for item_id, item_flags in zip(ids, flags_s, strict=True):
+                for i, (item_id, item_flags) in enumerate(zip(ids, flags_s, strict=True)):
                     for j, ok in enumerate(item_flags):
                         rec = {
                             "item_id": item_id,
                             "sample_index": j,
                             "gold": "1",
-                            "prompt": "p",
+                            "prompt": prompts[task][i] if prompts and task in prompts else "p",
                             "completion": "c",
                             "finish_reason": "stop",
-                            "prompt_tokens": 10,
+                            "prompt_tokens": (
+                                prompt_tokens[task][i] if prompt_tokens and task in prompt_tokens else 10
+                            ),
                             "completion_tokens": (lengths or {}).get(method, 40) + j,
                             "extracted": "1" if ok else "2",
                             "outcome": "correct" if ok else "wrong",
@@ -103,6 +112,8 @@ def write_run(
             [("right", "correct"), ("wrong", "wrong"), ("wrong", "correct"), ("x", "wrong")]
         )
     ]
+    if critique_records is not None:
+        crit_records = [dict(r) for r in critique_records]
     (root / "critique").mkdir(exist_ok=True)
     (root / "critique" / "records_all.jsonl").write_text("".join(json.dumps(r) + "\n" for r in crit_records))
     doc = results_document(
@@ -110,7 +121,11 @@ def write_run(
         models,
         methods=methods,
         comparison=comparison,
-        training={},
+        training={
+            label: {"method": method, **block}
+            for method, blocks in (training or {}).items()
+            for label, block in zip(methods[method], blocks, strict=True)
+        },
         critique_data=critique,
     )
     write_json_atomic(run.results_path, doc)

@@ -20,6 +20,7 @@ from harness.types import Completion, Item
 from tasks.base import ScoringContext, TaskError, get_task, task_names
 from tasks.fewshot import FEWSHOT_STOP, PAPER_SHOTS, exemplar_sets, load_exemplars, resolve_prompt_mode
 from tasks.numeric import to_number
+from tests.runfactory import samples_file
 
 PAPER_TASKS = ["gsm8k", "minerva_math", "olympiadbench", "theoremqa"]
 COUNTS = {"gsm8k": 1319, "minerva_math": 272, "olympiadbench": 675, "theoremqa": 800}
@@ -335,27 +336,31 @@ def test_eval_end_to_end_on_the_tiny_model(tiny_model_dir, data_dir, tmp_path):
     assert sorted(models) == sorted(PAPER_TASKS)
     for name in PAPER_TASKS:
         assert models[name]["num_items"] == 2 and sum(models[name]["outcomes"].values()) == 2
-        rows = jsonl(run_dir / "samples" / "tiny-llama" / f"{name}.jsonl")
+        rows = jsonl(samples_file(run_dir, "tiny-llama", name))
         assert len(rows) == 2 and all(
             r["outcome"] != "truncated" or r["finish_reason"] == "length" for r in rows
         )
 
 
 def test_few_shot_run_through_the_pipeline(tiny_model_dir, data_dir, tmp_path):
-    """Until the config sets the mode, a caller sets it on the planned tasks; samples carry the shots."""
+    """`prompt_mode: few_shot` from the config: the plan's task renders the exemplars, the samples file is
+    keyed by the prompt protocol (a zero-shot run writes another file), and the samples carry the shots."""
     from types import SimpleNamespace
 
     from harness.chat import render_prompt
-    from harness.pipeline.evaluate import evaluate_plans, plan_tasks
+    from harness.pipeline.evaluate import evaluate, plan_tasks
     from harness.types import SamplingParams
 
-    cfg = EvalConfig(model=str(tiny_model_dir), tasks=["gsm8k"], limit=1, max_new_tokens=8, out=str(tmp_path))
-    plans = plan_tasks(cfg.tasks, data_dir, 1, SamplingParams(0.0, 1.0, 8), 8)
-    plans[0].task.set_prompt_mode("few_shot")
+    cfg = EvalConfig(model=str(tiny_model_dir), tasks=["gsm8k"], limit=1, max_new_tokens=8, out=str(tmp_path),
+                     data_dir=str(data_dir), prompt_mode="few_shot")  # fmt: skip
+    plans = plan_tasks(cfg.tasks, data_dir, 1, SamplingParams(0.0, 1.0, 8), 8, prompt_mode="few_shot")
     msgs = plans[0].task.messages(plans[0].items[0], PromptTemplates())
     base_model = SimpleNamespace(chat_template=None)  # a tokenizer without a chat template: the plain form
     assert render_prompt(base_model, msgs, PromptTemplates()).count("Question: ") == 5
-    outcome = evaluate_plans(cfg, plans, None, PromptTemplates(), data_dir)
-    (row,) = jsonl(outcome.run.root / "samples" / outcome.label / "gsm8k.jsonl")
+    outcome = evaluate(cfg)
+    zero_shot = evaluate(EvalConfig(**{**cfg.to_dict(), "prompt_mode": "zero_shot_chat"}))
+    assert zero_shot.run.root == outcome.run.root and zero_shot.new_samples == 1  # not the few-shot sample
+    assert len(list((outcome.run.root / "samples" / outcome.label).glob("gsm8k-*.jsonl"))) == 2
+    (row,) = jsonl(outcome.run.root / "samples" / outcome.label / f"{plans[0].samples_name}.jsonl")
     first = load_exemplars("gsm8k").exemplars[0]
     assert first.question in row["prompt"] and first.answer in row["prompt"]  # as earlier chat turns

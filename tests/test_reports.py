@@ -172,7 +172,7 @@ def test_report_files_valid_and_html_self_contained(run_dir, tmp_path):
     for key in ("scores", "vs_base", "vs_sft", "vs_distill"):
         assert all((out / "tables" / f"{key}.{ext}").is_file() for ext in ("md", "csv", "tex"))
     page = (out / "index.html").read_text()
-    assert page.count('src="data:image/png;base64,') == 6
+    assert page.count('src="data:image/png;base64,') == 7  # six run figures + accuracy vs tokens
     assert not re.search(r"""(src|href)=["']?(https?:|//)""", page), "the report must open offline"
     assert "findings.md" in {p.name for p in out.iterdir()}
     md = (out / "index.md").read_text()
@@ -215,7 +215,7 @@ def test_html_renders_in_headless_chromium(run_dir, tmp_path):
     title = re.search(r"<title>(IMGS:[^<]*)</title>", proc.stdout)
     assert title, proc.stderr[-2000:]
     _, total, decoded, _, tables = title.group(1).split(":")
-    assert int(total) == 6 and int(decoded) == 6 and int(tables) >= 4
+    assert int(total) == 7 and int(decoded) == 7 and int(tables) >= 4
 
 
 def test_audit_grader_on_a_run_folder_and_in_the_report(tmp_path):
@@ -237,3 +237,16 @@ def test_audit_grader_on_a_run_folder_and_in_the_report(tmp_path):
     assert "## Grader audit" in (run_dir / "report" / "index.md").read_text()
     bad = runner.invoke(app, ["audit-grader", str(tmp_path / "nothing")])
     assert bad.exit_code == 2 and "does not exist" in bad.output
+
+
+def test_ledger_and_contamination_commands(run_dir, tmp_path):
+    ledger = runner.invoke(app, ["ledger", str(run_dir), "--out", str(tmp_path / "l")])
+    assert ledger.exit_code == 0, ledger.output
+    assert (tmp_path / "l" / "tables" / "ledger_inference.csv").is_file()
+    cont = runner.invoke(app, ["contamination", str(run_dir), "--n", "5", "--out", str(tmp_path / "c")])
+    assert cont.exit_code == 0, cont.output
+    assert (tmp_path / "c" / "tables" / "contamination.md").is_file()
+    bad = runner.invoke(app, ["contamination", str(run_dir), "--n", "0"])
+    assert bad.exit_code == 2 and "--n must be >= 1" in bad.output
+    missing = runner.invoke(app, ["ledger", str(tmp_path / "nothing")])
+    assert missing.exit_code == 2 and "does not exist" in missing.output

@@ -263,3 +263,24 @@ def test_per_item_scores_for_paired_comparison() -> None:
     for bad in ("avg@3", "pass@5", "best@2", "pass@x"):
         with pytest.raises(ValueError):
             per_item_scores(ex, bad)
+
+
+def test_hierarchical_ci_widens_when_students_disagree():
+    from harness.stats import hierarchical_bootstrap_ci, paired_hierarchical_bootstrap
+
+    rng = np.random.default_rng(0)
+    agree = [rng.binomial(1, 0.5, 200).tolist() for _ in range(4)]
+    disagree = [rng.binomial(1, p, 200).tolist() for p in (0.1, 0.3, 0.7, 0.9)]
+    v1, lo1, hi1 = hierarchical_bootstrap_ci(agree, n_boot=1000)
+    v2, lo2, hi2 = hierarchical_bootstrap_ci(disagree, n_boot=1000)
+    assert abs(v1 - 0.5) < 0.05 and abs(v2 - 0.5) < 0.05
+    assert (hi2 - lo2) > 3 * (hi1 - lo1)
+    # One student: exactly the bootstrap over items.
+    assert hierarchical_bootstrap_ci(agree[:1], n_boot=500)[1:] == bootstrap_ci(agree[0], n_boot=500)
+    # Paired: a constant improvement on every student is significant; a sign that flips by student is not.
+    base = [[0.0] * 100 for _ in range(4)]
+    better = [[1.0 if i < 30 else 0.0 for i in range(100)] for _ in range(4)]
+    mixed = [[1.0 if (i < 30) == (s % 2 == 0) else 0.0 for i in range(100)] for s in range(4)]
+    assert paired_hierarchical_bootstrap(base, better, n_boot=500).ci_low > 0.2
+    d = paired_hierarchical_bootstrap(base, mixed, n_boot=500)
+    assert d.ci_low < d.diff < d.ci_high and d.ci_high - d.ci_low > 0.2
