@@ -35,6 +35,7 @@ class Report:
     findings_md: str = ""
     audit_md: str = ""
     contamination_md: str = ""
+    paper_md: str = ""
     files: list[Path] = field(default_factory=list)
 
 
@@ -76,10 +77,38 @@ def build_report(run_dir: str | Path, out: str | Path | None = None) -> Report:
         report.findings_md, paths = _findings(run, out)
         report.files += paths
     report.audit_md = audit_markdown(run)
+    report.paper_md = beside_the_paper(run)
     write_text_atomic(out / "index.md", index_markdown(run, report))
     write_text_atomic(out / "index.html", index_html(run, report))
     report.files += [out / "index.md", out / "index.html"]
     return report
+
+
+#: The paper's tables a run is set beside: maths and reasoning (A1, Avg G1/G2) and general abilities (A4).
+BESIDE_TABLES = ("A1", "A4")
+
+
+def beside_the_paper(run: RunData) -> str:
+    """The run's real-benchmark numbers beside the paper's rows for the tasks and methods they share (toy
+    tasks are analogues, never set beside the paper's numbers). Empty when nothing is shared."""
+    from reports.paper_numbers import load_paper, side_by_side
+    from reports.taskmap import PAPER_GROUPS, is_analogue
+
+    tasks = [t for t in run.tasks if not is_analogue(t)]
+    if not tasks:
+        return ""
+    n_boot = int(run.results.get("config", {}).get("bootstrap", 2000))
+    rows: dict[str, dict[str, float]] = {}
+    for method in run.methods:
+        have = run.method_tasks(method)
+        rows[method] = {t: 100 * run.headline(method, t)["value"] for t in tasks if t in have}
+        for group, members in PAPER_GROUPS.items():
+            if run.paired and all(m in have for m in members):
+                rows[method][f"avg_{group}"] = 100 * run.group_cell(method, list(members), n_boot)[0]
+    paper = load_paper("cgd-2505.11628")
+    parts = [side_by_side(paper, table_id, rows) for table_id in BESIDE_TABLES]
+    shared = [p for p in parts if "| " in p]
+    return "\n\n".join(shared)
 
 
 def audit_markdown(run: RunData, worth_a_look: int = 10) -> str:
@@ -154,6 +183,8 @@ def index_markdown(run: RunData, report: Report) -> str:
             ]
     if report.findings_md:
         parts += ["## Findings", "", report.findings_md]
+    if report.paper_md:
+        parts += ["## Beside the paper", "", report.paper_md]
     if report.contamination_md:
         parts += ["## Contamination", "", report.contamination_md]
     if report.audit_md:
@@ -226,6 +257,8 @@ def index_html(run: RunData, report: Report) -> str:
         ]
     if report.findings_md:
         parts += ["<h2>Findings</h2>", _md_table_to_html(report.findings_md)]
+    if report.paper_md:
+        parts += ["<h2>Beside the paper</h2>", _md_table_to_html(report.paper_md)]
     if report.contamination_md:
         parts += ["<h2>Contamination</h2>", _md_table_to_html(report.contamination_md)]
     if report.audit_md:

@@ -250,3 +250,30 @@ def test_ledger_and_contamination_commands(run_dir, tmp_path):
     assert bad.exit_code == 2 and "--n must be >= 1" in bad.output
     missing = runner.invoke(app, ["ledger", str(tmp_path / "nothing")])
     assert missing.exit_code == 2 and "does not exist" in missing.output
+
+
+def test_a_real_benchmark_run_is_set_beside_the_paper(tmp_path):
+    tasks = {
+        "math500": ("math", "accuracy", "math500-aaaa1111"),
+        "gsm8k": ("math", "accuracy", "gsm8k-aaaa1111"),
+    }
+    scores = {
+        "base": {"math500": correctness(0.5, 30, 1, 1), "gsm8k": correctness(0.8, 20, 1, 2)},
+        "cgd": {"math500": correctness(0.6, 30, 1, 3), "gsm8k": correctness(0.7, 20, 1, 4)},
+    }
+    run_dir = write_run(tmp_path / "r", scores, tasks=tasks)
+    build_report(run_dir)
+    md = (run_dir / "report" / "index.md").read_text()
+    section = md.split("## Beside the paper", 1)[1]
+    base_math = (
+        100
+        * json.loads((run_dir / "results.json").read_text())["comparison"]["cells"]["base"]["math500"][
+            "value"
+        ]
+    )
+    assert f"| base ↔ LLaMA3.1-8B-Instruct (base) | MATH500 | 50.6 | {base_math:.1f} |" in section
+    assert "GSM8K" in section and "Minerva" not in section  # only shared cells
+    # A toy run is never set beside the paper's numbers.
+    toy = write_run(tmp_path / "t", {"base": {"toy_id": correctness(0.5, 10, 1, 1)}})
+    build_report(toy)
+    assert "## Beside the paper" not in (toy / "report" / "index.md").read_text()
