@@ -247,6 +247,13 @@ def run_cmd(
     wait: Annotated[
         bool, typer.Option("--wait", help="If another process holds the run folder, wait for it.")
     ] = False,
+    sweep: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="KEY=V1,V2,...: run the grid through the same caches (train.lr, train.epochs, "
+            "toy.critique_error_rate, num_problems, ...); repeatable for a grid of several axes."
+        ),
+    ] = None,
 ) -> None:
     """The whole pipeline: base model, critique data, training per method and seed, evaluation, table."""
     from harness.pipeline.run import run_pipeline
@@ -267,8 +274,18 @@ def run_cmd(
         if seeds is not None:
             flags["seeds"] = [int(s) for s in split_csv(seeds) or []]
         cfg = resolve_run_config(preset, config, flags)
+        if sweep:
+            from harness.pipeline.sweep import parse_sweep, point_config
+
+            axes = parse_sweep(sweep)
+            for axis in axes:  # every value checked before any work
+                for value in axis.values:
+                    point_config(cfg, {axis.key: value})
     except ValueError as exc:
         fail(str(exc))
+    if sweep:
+        _run_sweep(cfg, axes, wait)
+        return
     outcome = _run_guarded(run_pipeline, cfg, wait=wait)
     table = comparison_markdown(outcome.results)
     (outcome.run.root / "report").mkdir(exist_ok=True)
@@ -283,6 +300,17 @@ def run_cmd(
     typer.echo(
         f"report: {report.out / 'index.html'} ({len(report.figures)} figures, {len(report.tables)} tables)"
     )
+
+
+def _run_sweep(cfg, axes, wait: bool) -> None:  # noqa: ANN001
+    from harness.pipeline.sweep import run_sweep
+    from reports.sweep import write_sweep_report
+
+    path, done = _run_guarded(run_sweep, cfg, axes, wait)
+    for d in done:
+        typer.echo(f"{d['point']}: {d['run']}/{d['results']} (trained {len(d['trained'])} model(s))")
+    index = _run_guarded(write_sweep_report, path)
+    typer.echo(f"sweep: {path}\nreport: {index}")
 
 
 def _write_report(run_dir: Path, out: Path | None):  # noqa: ANN202

@@ -192,3 +192,60 @@ def test_kill_during_training_resumes_to_the_same_results(first, tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert (folder / "results.json").read_bytes() == (run_dir / "results.json").read_bytes()
     assert not list((folder / "models").glob(".*.partial"))
+
+
+def test_several_base_students_each_with_their_own_data_and_models(first, tmp_path, monkeypatch):
+    """toy: {students: 2}: student 0 is the one-student run (reused, nothing retrained), student 1 gets its
+    own pretraining, critique data and trainings; CIs resample students; a re-run trains nothing."""
+    import shutil
+
+    root, run_dir, _ = first
+    shutil.copytree(root / "cache", tmp_path / "cache")
+    shutil.copytree(root / "runs", tmp_path / "runs")
+    cfg = tmp_path / "students.yaml"
+    cfg.write_text("preset: toy-ci\ntoy:\n  students: 2\n")
+    result = toy_run(tmp_path / "runs", tmp_path / "cache", monkeypatch, "--config", str(cfg))
+    assert "trained 3 model(s)" in result.output  # student 1's sft, cft, cgd only
+    (folder,) = (tmp_path / "runs").iterdir()
+    assert folder.name == run_dir.name and (folder / "critique-st1" / "records.jsonl").is_file()
+    results = json.loads((folder / "results.json").read_text())
+    assert results["methods"]["cgd"][0] in results["students"] and len(results["methods"]["cgd"]) == 2
+    assert {results["students"][lb] for lb in results["methods"]["base"]} == {0, 1}
+    assert results["comparison"]["cells"]["cgd"]["toy_id"]["students"] == 2
+    assert len(results["critique_data_students"]) == 2
+    assert "(2 students)" in (folder / "report" / "tables" / "scores.md").read_text()
+    again = toy_run(tmp_path / "runs", tmp_path / "cache", monkeypatch, "--config", str(cfg))
+    assert "trained 0 model(s), 0 new samples" in again.output
+    assert json.loads((folder / "results.json").read_text()) == results
+
+
+def test_sweep_over_the_learning_rate_reuses_the_data_and_reports_the_lr_claim(first, tmp_path, monkeypatch):
+    import shutil
+
+    from harness.pipeline.sweep import parse_sweep
+
+    root, run_dir, _ = first
+    shutil.copytree(root / "cache", tmp_path / "cache")
+    shutil.copytree(root / "runs", tmp_path / "runs")
+    monkeypatch.setenv("CGD_BENCH_CACHE", str(tmp_path / "cache"))
+    args = ["run", "--preset", "toy-ci", "--methods", "cft,cgd", "--out", str(tmp_path / "runs"),
+            "--sweep", "train.lr=1e-3,2e-3"]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    # lr 1e-3 is the preset's own: those models are reused; only the 2e-3 point trains.
+    assert "(trained 0 model(s))" in result.output and "(trained 2 model(s))" in result.output
+    (sweep_json,) = (tmp_path / "runs").glob("sweep-*/sweep.json")
+    doc = json.loads(sweep_json.read_text())
+    assert [p["point"]["train.lr"] for p in doc["points"]] == [0.001, 0.002]
+    assert {p["run"] for p in doc["points"]} == {
+        str(tmp_path / "runs" / run_dir.name)
+    }  # one critique dataset
+    index = (sweep_json.parent / "report" / "index.md").read_text()
+    assert "## The paper's LR claim" in index and (sweep_json.parent / "report" / "sweep.png").is_file()
+    assert (run_dir / "results.json").read_bytes() == (
+        tmp_path / "runs" / run_dir.name / "results.json"
+    ).read_bytes()
+    with pytest.raises(ValueError, match="sweepable keys"):
+        parse_sweep(["lr=1,2"])
+    bad = runner.invoke(app, [*args[:-1], "train.lr=1e-3,abc"])
+    assert bad.exit_code == 2 and "train.lr must be a number" in bad.output

@@ -50,6 +50,7 @@ class ModelEntry:
     seed: int | None
     path: str
     train_result: dict[str, Any] | None = None
+    student: int = 0  # which base student (toy: {students: K}); labels of student s > 0 start "st<s>-"
 
 
 @dataclass
@@ -95,48 +96,77 @@ def run_folder_identity(cfg: RunConfig, world: World) -> dict[str, Any]:
     }
 
 
-def run_pipeline(cfg: RunConfig, wait: bool = False) -> RunOutcome:
-    """`wait`: queue behind another process that holds the run folder instead of refusing (exit 2)."""
+def run_pipeline(cfg: RunConfig, wait: bool = False, results_name: str = "results.json") -> RunOutcome:
+    """`wait`: queue behind another process that holds the run folder instead of refusing (exit 2).
+    `results_name`: a sweep point that shares the folder (only training settings differ) writes its own."""
     cfg.validate()
     data_dir = resolve_data_dir(cfg.data_dir)
     world = make_world(cfg, data_dir)
     run = RunFolder.for_config(Path(cfg.out), cfg.name, run_folder_identity(cfg, world))
     with FolderLock(run.root, "run folder", wait=wait):
-        return _run_locked(cfg, run, world, data_dir)
+        return _run_locked(cfg, run, world, data_dir, run.root / results_name)
 
 
-def _run_locked(cfg: RunConfig, run: RunFolder, world: World, data_dir: Path | None) -> RunOutcome:
+def student_prefix(student: int) -> str:
+    """Labels and folders of student 0 are those of a one-student run, so adding students reuses it."""
+    return f"st{student}-" if student else ""
+
+
+def _run_locked(
+    cfg: RunConfig, run: RunFolder, world: World, data_dir: Path | None, results_path: Path
+) -> RunOutcome:
     run.write_config(cfg.to_dict())
-    stages = Stages(4)
-    console.print(f"run folder: {run.root}")
+    students = getattr(world, "students", 1)
+    stages = Stages(1 + 3 * students)
+    console.print(f"run folder: {run.root}" + (f" ({students} base students)" if students > 1 else ""))
     plans = stages.run("plan tasks", lambda: plan_run_tasks(cfg, data_dir))  # bad task data fails first
-    base_path = stages.run("base model", lambda: world.base_model(console))
-    run.write_manifest(
-        build_manifest(seeds=cfg.seeds, data_seed=cfg.seed, base=base_path, world=world.identity())
-    )
+    worlds = [world.for_student(s) if s else world for s in range(students)]
     workers = cfg.workers or default_workers(cfg.base)
-    base_key = config_hash(world.identity())
     jobs: list[JobTiming] = []
     trained: list[str] = []
+    models: list[ModelEntry] = []
+    records_paths: list[Path] = []
     with make_executor(workers) as pool:
-        # The base model's evaluation needs nothing but the base, so it runs beside the critique data.
-        base_eval = pool.submit(eval_job, cfg, run.root, BASE_LABEL, base_path, data_dir)
-        records_path = stages.run("critique data", lambda: build_critique_data(cfg, world, run, base_path))
-        models = stages.run(
-            "training and evaluation",
-            lambda: train_and_evaluate(
-                cfg, run, pool, base_path, records_path, base_key, data_dir, jobs, trained
-            ),
-        )
-        jobs.append(base_eval.result())
-    models = [ModelEntry(BASE_LABEL, BASE_LABEL, None, base_path), *models]
+        # Every student's pretraining is an independent job: K students use both cores.
+        builds = [pool.submit(base_model_job, w) for w in worlds[1:]] if students > 1 else []
+        for s, w in enumerate(worlds):
+            tag = f" (student {s})" if students > 1 else ""
+            base_path = stages.run(f"base model{tag}", lambda w=w, s=s: w.base_model(console) if s == 0
+                                   else builds[s - 1].result())  # fmt: skip
+            if s == 0:
+                run.write_manifest(build_manifest(seeds=cfg.seeds, data_seed=cfg.seed, base=base_path,
+                                                  world=world.identity(), students=students))  # fmt: skip
+            prefix = student_prefix(s)
+            base_label = prefix + BASE_LABEL
+            # The base model's evaluation needs nothing but the base, so it runs beside the critique data.
+            base_eval = pool.submit(eval_job, cfg, run.root, base_label, base_path, data_dir)
+            records_path = stages.run(
+                f"critique data{tag}",
+                lambda w=w, base_path=base_path, s=s: build_critique_data(cfg, w, run, base_path, s),
+            )
+            trained_models = stages.run(
+                f"training and evaluation{tag}",
+                lambda w=w, base_path=base_path, records_path=records_path, s=s: train_and_evaluate(
+                    cfg, run, pool, base_path, records_path, config_hash(w.identity()), data_dir, jobs,
+                    trained, s,
+                ),
+            )  # fmt: skip
+            jobs.append(base_eval.result())
+            models += [ModelEntry(base_label, BASE_LABEL, None, base_path, student=s), *trained_models]
+            records_paths.append(records_path)
+    trained.sort(key=[m.label for m in models].index)
     new = sum(j.result for j in jobs if j.name.startswith("eval "))
-    results = summarize_run(cfg, run, models, plans, records_path)
-    write_json_atomic(run.results_path, results)
+    results = summarize_run(cfg, run, models, plans, records_paths)
+    write_json_atomic(results_path, results)
     jobs_s = {j.name: j.seconds for j in sorted(jobs, key=lambda j: j.name)}
     timings = {**stages.timings, "jobs": jobs_s, "workers": workers}
     write_json_atomic(run.root / "timings.json", timings)
     return RunOutcome(run, results, stages.timings, trained, new, workers)
+
+
+def base_model_job(world: World) -> str:
+    """Pretrain (or find cached) one base student; a job so several students pretrain in parallel."""
+    return world.base_model(console)
 
 
 class LazyBackend(Backend):
@@ -179,8 +209,11 @@ class BuildProgress:
             self._last = now
 
 
-def build_critique_data(cfg: RunConfig, world: World, run: RunFolder, base_path: str) -> Path:
-    out = run.root / "critique"
+def build_critique_data(
+    cfg: RunConfig, world: World, run: RunFolder, base_path: str, student: int = 0
+) -> Path:
+    """Student `student`'s own critique data: its drafts, the teacher's critiques and refinements."""
+    out = run.root / ("critique" if student == 0 else f"critique-st{student}")
     items = world.train_items()
     data = DataSettings(**cfg.data)
     sampling = SamplingParams(data.student_temperature, 1.0, data.student_max_new_tokens)
@@ -214,6 +247,7 @@ def train_and_evaluate(
     data_dir: Path | None,
     jobs: list[JobTiming],
     trained: list[str],
+    student: int = 0,
 ) -> list[ModelEntry]:
     """One training job per (method, seed) not yet trained; each model's evaluation as soon as it exists."""
     import json
@@ -238,8 +272,8 @@ def train_and_evaluate(
         for seed in cfg.seeds:
             settings = cfg.method_train_settings(method)
             key = model_key(method, seed, settings, records_sha, base_key, prompts, templates)
-            label = model_label(method, seed, key)
-            entry = ModelEntry(label, method, seed, str(run.root / "models" / label))
+            label = student_prefix(student) + model_label(method, seed, key)
+            entry = ModelEntry(label, method, seed, str(run.root / "models" / label), student=student)
             entries.append(entry)
             if (Path(entry.path) / "cgd_train.json").is_file():
                 console.print(f"  {entry.label}: trained (cached)")
@@ -270,12 +304,11 @@ def train_and_evaluate(
     jobs.extend(f.result() for f in evals)
     for entry in entries:
         entry.train_result = json.loads((Path(entry.path) / "cgd_train.json").read_text()).get("result")
-    trained.sort(key=[e.label for e in entries].index)
     return entries
 
 
 def summarize_run(
-    cfg: RunConfig, run: RunFolder, models: list[ModelEntry], plans: list[TaskPlan], records_path: Path
+    cfg: RunConfig, run: RunFolder, models: list[ModelEntry], plans: list[TaskPlan], records_paths: list[Path]
 ) -> dict[str, Any]:
     import json
 
@@ -294,13 +327,27 @@ def summarize_run(
     for entry in models:
         methods.setdefault(entry.method, []).append(entry.label)
     specs = [task_spec(p, cfg.task_eval(p.task.name).get("n", 1)) for p in plans]
-    comparison = compare_methods(run, methods, specs, cfg.bootstrap)
+    students = {e.label: e.student for e in models}
+    several = len(records_paths) > 1
+    comparison = compare_methods(run, methods, specs, cfg.bootstrap, students if several else None)
     training = {e.label: _stable_train_result(e.train_result) for e in models if e.train_result}
-    critique = json.loads((records_path.parent / "summary.json").read_text())
+    critique = json.loads((records_paths[0].parent / "summary.json").read_text())
+    extra: dict[str, Any] = {}
+    if several:  # one critique dataset per student, each from its own drafts
+        extra["students"] = students
+        extra["critique_data_students"] = [
+            json.loads((p.parent / "summary.json").read_text()) for p in records_paths
+        ]
     # Where the run lives and how many processes ran it do not change a number in it.
     portable = {k: v for k, v in cfg.to_dict().items() if k not in ("out", "data_dir", "workers")}
     return results_document(
-        portable, per_model, methods=methods, comparison=comparison, training=training, critique_data=critique
+        portable,
+        per_model,
+        methods=methods,
+        comparison=comparison,
+        training=training,
+        critique_data=critique,
+        **extra,
     )
 
 

@@ -3,6 +3,7 @@ exact programmatic teacher, and the toy training problems."""
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import tempfile
@@ -51,7 +52,7 @@ def split_toy_overrides(overrides: dict[str, Any]) -> tuple[dict[str, Any], dict
 
     world_keys = {f.name for f in fields(ToyWorldConfig)}
     student = dict(overrides.get("student", {}))
-    world = {k: v for k, v in overrides.items() if k != "student"}
+    world = {k: v for k, v in overrides.items() if k not in ("student", "students")}
     bad = sorted(set(world) - world_keys) + sorted(set(student) - {f.name for f in fields(StudentSpec)})
     if bad:
         raise ConfigError(f"unknown toy key(s) {', '.join(bad)}")
@@ -68,6 +69,12 @@ class ToyWorld:
 
         world, student = split_toy_overrides(cfg.toy)
         self.cfg = cfg
+        #: Base students per run: student s is pretrained from init_seed + s and gets its own critique data.
+        self.students = cfg.toy.get("students", 1)
+        if not isinstance(self.students, int) or isinstance(self.students, bool) or self.students < 1:
+            raise ConfigError(f"toy.students must be a positive integer, got {self.students!r}")
+        if self.students > 1 and cfg.base is not None:
+            raise ConfigError("toy.students > 1 needs the toy world's own student (base: null)")
         self.world = replace(ToyWorldConfig(), **world)
         self.spec = replace(StudentSpec(), **student)
         fixed = sorted(set(world) - TRAIN_SIDE_KEYS)
@@ -85,6 +92,12 @@ class ToyWorld:
             # Measured on 2 cores: the 0.2 M-parameter student trains 17x faster on one thread than on two
             # threads that share the cores with anything else; intra-op parallelism only adds sync overhead.
             torch.set_num_threads(1)
+
+    def for_student(self, student: int) -> ToyWorld:
+        """The same world with base student `student` (its own init seed; cached like any student)."""
+        other = copy.copy(self)
+        other.spec = replace(self.spec, init_seed=self.spec.init_seed + student)
+        return other
 
     def identity(self) -> dict[str, Any]:
         from tasks.toy.student import student_cache_key

@@ -28,6 +28,10 @@ class World(Protocol):
 
     def probe_messages(self, item: Item) -> tuple[Message, ...]: ...
 
+    def for_student(self, student: int) -> World:
+        """The world with another base student (only the toy world has several)."""
+        ...
+
 
 class RealWorld:
     """A real student (hub id or directory) and an LLM teacher on MATH train, a task or a file."""
@@ -44,8 +48,13 @@ class RealWorld:
             base = str(Path(base).resolve())
         return {"kind": "real", "base": base}
 
+    students = 1
+
     def base_model(self, console: Any) -> str:
         return str(self.cfg.base)
+
+    def for_student(self, student: int) -> World:
+        raise ValueError("several base students need the toy world")
 
     def teacher(self, student: Backend, state_dir: Path | None = None) -> Teacher:
         return llm_teacher(self.cfg, student, state_dir)
