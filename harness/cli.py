@@ -398,6 +398,78 @@ def contamination_cmd(
     typer.echo(markdown)
 
 
+def _analysis(run_dir: Path, data_dir: str | None, out: Path | None, evaluate) -> None:  # noqa: ANN001
+    from harness.pipeline.reliance import run_config
+    from reports.reliance import write_analyses
+    from tasks.data import resolve_data_dir
+
+    try:
+        cfg = run_config(run_dir)
+        evaluate(cfg, resolve_data_dir(data_dir or cfg.data_dir))
+        markdown, _ = write_analyses(run_dir, out or run_dir / "report")
+    except (*_user_errors(), *_report_errors()) as exc:
+        fail(str(exc))
+    typer.echo(markdown)
+
+
+@app.command("reliance")
+def reliance_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run folder from `cgd-bench run`.")],
+    contexts: Annotated[
+        str, typer.Option(help="prompt, draft, draft+critique")
+    ] = "prompt,draft,draft+critique",
+    models: Annotated[str | None, typer.Option(help="Model labels (default: every model).")] = None,
+    tasks: Annotated[str | None, typer.Option(help="Maths tasks (default: all of the run's).")] = None,
+    limit: Annotated[int | None, typer.Option(help="First N items of each task.")] = None,
+    data_dir: Annotated[str | None, typer.Option("--data-dir")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default: RUN_DIR/report).")] = None,
+    wait: Annotated[bool, typer.Option("--wait")] = False,
+) -> None:
+    """Does a model still need the critique? Accuracy with the prompt, + own draft, + draft and critique."""
+    from harness.pipeline.reliance import evaluate_reliance
+
+    def evaluate(cfg, dd):  # noqa: ANN001, ANN202
+        return evaluate_reliance(
+            run_dir,
+            cfg,
+            dd,
+            split_csv(contexts),
+            split_csv(models),
+            tasks=split_csv(tasks),
+            limit=limit,
+            wait=wait,
+        )
+
+    _analysis(run_dir, data_dir, out, evaluate)
+
+
+@app.command("self-refine")
+def self_refine_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run folder from `cgd-bench run`.")],
+    passes: Annotated[str, typer.Option(help="Draft-critique-refine passes to score, e.g. 1,2,3.")] = "1,2,3",
+    models: Annotated[str, typer.Option(help="Model labels that refine themselves.")] = "base",
+    tasks: Annotated[str | None, typer.Option(help="Maths tasks (default: all of the run's).")] = None,
+    limit: Annotated[int | None, typer.Option(help="First N items of each task.")] = None,
+    data_dir: Annotated[str | None, typer.Option("--data-dir")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default: RUN_DIR/report).")] = None,
+    wait: Annotated[bool, typer.Option("--wait")] = False,
+) -> None:
+    """Self-refine at inference (draft, critique itself, refine) against single-pass students, with tokens."""
+    from harness.pipeline.self_refine import evaluate_self_refine
+
+    try:
+        numbers = [int(p) for p in split_csv(passes) or []]
+    except ValueError:
+        fail(f"--passes {passes!r}: expected integers like 1,2,3")
+
+    def evaluate(cfg, dd):  # noqa: ANN001, ANN202
+        return evaluate_self_refine(
+            run_dir, cfg, dd, numbers, split_csv(models), tasks=split_csv(tasks), limit=limit, wait=wait
+        )
+
+    _analysis(run_dir, data_dir, out, evaluate)
+
+
 @app.command("figures")
 def figures_cmd(
     paper: Annotated[

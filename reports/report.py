@@ -21,6 +21,7 @@ from reports.contamination import contamination_tables, find_overlaps, overlaps_
 from reports.figures import FigureSpec, run_figures, save_figure
 from reports.ledger import accuracy_vs_tokens, ledger_tables
 from reports.paper_layout import run_tables
+from reports.reliance import analysis_figures, analysis_tables
 from reports.rundata import RunData, read_json
 from reports.table_render import Table, to_csv, to_html, to_latex, to_markdown
 
@@ -53,7 +54,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None) -> Report:
     for sub in ("tables", "figures"):
         shutil.rmtree(out / sub, ignore_errors=True)
     report = Report(out)
-    report.tables = run_tables(run) + ledger_tables(run)
+    report.tables = run_tables(run) + ledger_tables(run) + analysis_tables(run.root)
     contamination = find_overlaps(run) if run.paired and run.critique_records else None
     if contamination is not None:
         report.tables += contamination_tables(run, contamination)
@@ -66,6 +67,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None) -> Report:
         report.figures = run_figures(run)
         if (spec := accuracy_vs_tokens(run)) is not None:
             report.figures.append(spec)
+        report.figures += analysis_figures(run.root)
     if contamination is not None:
         path = out / "contamination_overlaps.csv"
         write_text_atomic(path, overlaps_csv(contamination))
