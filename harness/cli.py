@@ -131,7 +131,11 @@ def eval_cmd(
         bool, typer.Option("--wait", help="If another process holds the run folder, wait for it.")
     ] = False,
     backend: Annotated[
-        str | None, typer.Option(help="transformers (default), openai (an OpenAI-compatible server), replay.")
+        str | None,
+        typer.Option(
+            help="transformers (default), vllm (--backend-opt tensor_parallel_size=N, data_parallel_size=N), "
+            "openai (an OpenAI-compatible server), replay."
+        ),
     ] = None,
     backend_opt: Annotated[
         list[str] | None,
@@ -608,8 +612,18 @@ def train_cmd(
             help="Compute logits only where targets are: same loss, less memory and time, not bitwise equal.",
         ),
     ] = False,
+    launcher: Annotated[
+        str | None, typer.Option(help="accelerate: run under `accelerate launch` (DDP, FSDP, DeepSpeed).")
+    ] = None,
+    num_processes: Annotated[int, typer.Option("--num-processes", help="Processes (GPUs) to launch.")] = 1,
+    accelerate_config: Annotated[
+        Path | None,
+        typer.Option("--accelerate-config", help="accelerate YAML (FSDP, DDP) or DeepSpeed JSON config."),
+    ] = None,
 ) -> None:
     """Train one method on critique records; the output loads with `cgd-bench eval --model OUT`."""
+    if launcher not in (None, "accelerate"):
+        fail(f"--launcher {launcher!r}: the only launcher is accelerate")
     from trainers import MethodPrompts, build_examples, get_method, load_records
 
     def run() -> None:
@@ -634,7 +648,15 @@ def train_cmd(
             seed=seed,
             targets_only_logits=targets_only_logits,
         )  # type: ignore[arg-type]
-        result = train(cfg, examples, progress=_train_progress(method))
+        from trainers.launch import LaunchOptions, inside_launcher, launch_training
+
+        if launcher == "accelerate" and not inside_launcher():
+            options = LaunchOptions(
+                num_processes=num_processes, config_file=str(accelerate_config) if accelerate_config else None
+            )
+            result = launch_training(cfg, examples, options)
+        else:
+            result = train(cfg, examples, progress=_train_progress(method))
         # --max-steps can stop before an epoch ends: say how many examples the steps actually saw.
         seen = min(result.examples_used, result.steps * batch_size * grad_accum)
         typer.echo(

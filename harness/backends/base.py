@@ -78,6 +78,7 @@ def make_backend(name: str, **kwargs: Any) -> Backend:
     import harness.backends.openai_backend  # noqa: F401  (registers)
     import harness.backends.replay  # noqa: F401
     import harness.backends.transformers_backend  # noqa: F401
+    import harness.backends.vllm_backend  # noqa: F401  (vllm itself is imported only when used)
 
     if name not in _BACKENDS:
         raise BackendError(f"unknown backend {name!r}; known backends: {', '.join(sorted(_BACKENDS))}")

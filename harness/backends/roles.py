@@ -13,7 +13,9 @@ from harness.backends.base import Backend, make_backend
 #: a moved server, a new price or another concurrency resumes the same run.
 TRANSPORT_KEYS = frozenset(
     {"base_url", "api_key_env", "max_concurrency", "timeout", "max_retries", "backoff_base", "backoff_max",
-     "price_input_per_million", "price_output_per_million", "state_dir", "cache", "batch_size"}
+     "price_input_per_million", "price_output_per_million", "state_dir", "cache", "batch_size",
+     "data_parallel_size", "gpu_memory_utilization", "max_num_seqs", "max_num_batched_tokens",
+     "enable_chunked_prefill", "enable_prefix_caching", "enforce_eager"}
 )  # fmt: skip
 
 
