@@ -146,6 +146,15 @@ class PairedDiff:
         return asdict(self)
 
 
+def _two_sided_p(means: np.ndarray, diff: float, n_boot: int) -> float:
+    """2 x the share of resampled differences that are 0 or of the other sign than the observed one, capped
+    at 1; ties count as flips, which is conservative for coarse 0/1 scores. No observed effect: 1."""
+    if diff == 0.0:
+        return 1.0
+    flipped = np.count_nonzero(means <= 0.0) if diff > 0 else np.count_nonzero(means >= 0.0)
+    return min(1.0, 2.0 * flipped / n_boot)
+
+
 def paired_bootstrap(
     a: Sequence[float], b: Sequence[float], n_boot: int = 2000, alpha: float = 0.05, seed: int = 0
 ) -> PairedDiff:
@@ -170,9 +179,15 @@ def paired_bootstrap(
         return PairedDiff(float(va.mean()), float(vb.mean()), diff, low, high, 1.0, m)
     means = _bootstrap_means(d, n_boot, seed)
     low, high = np.quantile(means, [alpha / 2, 1 - alpha / 2])
-    flipped = np.count_nonzero(means <= 0.0) if diff > 0 else np.count_nonzero(means >= 0.0)
-    p_value = min(1.0, 2.0 * flipped / n_boot)
-    return PairedDiff(float(va.mean()), float(vb.mean()), diff, float(low), float(high), p_value, m)
+    return PairedDiff(
+        float(va.mean()),
+        float(vb.mean()),
+        diff,
+        float(low),
+        float(high),
+        _two_sided_p(means, diff, n_boot),
+        m,
+    )
 
 
 @dataclass
@@ -324,10 +339,9 @@ def paired_stratified_bootstrap(
     items = sum(d.size for d in diffs)
     means = _stratified_means(diffs, n_boot, seed)
     low, high = np.quantile(means, [alpha / 2, 1 - alpha / 2])
-    if diff == 0.0 or all(d.size == 1 for d in diffs):
+    if all(d.size == 1 for d in diffs):
         return PairedDiff(mean_a, mean_b, diff, float(low), float(high), 1.0, items)
-    flipped = np.count_nonzero(means <= 0.0) if diff > 0 else np.count_nonzero(means >= 0.0)
-    return PairedDiff(mean_a, mean_b, diff, float(low), float(high), min(1.0, 2.0 * flipped / n_boot), items)
+    return PairedDiff(mean_a, mean_b, diff, float(low), float(high), _two_sided_p(means, diff, n_boot), items)
 
 
 def _hierarchical_means(values: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
@@ -386,11 +400,7 @@ def paired_hierarchical_bootstrap(
     diff = float(d.mean())
     means = _hierarchical_means(d, n_boot, seed)
     low, high = np.quantile(means, [alpha / 2, 1 - alpha / 2])
-    if diff == 0.0:
-        p_value = 1.0
-    else:
-        flipped = np.count_nonzero(means <= 0.0) if diff > 0 else np.count_nonzero(means >= 0.0)
-        p_value = min(1.0, 2.0 * flipped / n_boot)
+    p_value = _two_sided_p(means, diff, n_boot)
     return PairedDiff(float(va.mean()), float(vb.mean()), diff, float(low), float(high), p_value, va.shape[1])
 
 
@@ -447,10 +457,6 @@ def paired_group_bootstrap(
     diff = mean_b - mean_a
     means = _hierarchical_stratified_means(diffs, n_boot, seed)
     low, high = np.quantile(means, [alpha / 2, 1 - alpha / 2])
-    if diff == 0.0:
-        p_value = 1.0
-    else:
-        flipped = np.count_nonzero(means <= 0.0) if diff > 0 else np.count_nonzero(means >= 0.0)
-        p_value = min(1.0, 2.0 * flipped / n_boot)
+    p_value = _two_sided_p(means, diff, n_boot)
     items = sum(m.shape[1] for m in ma)
     return PairedDiff(mean_a, mean_b, diff, float(low), float(high), p_value, items)

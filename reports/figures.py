@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -41,6 +42,27 @@ def _finish(fig: Figure, caption: str) -> None:
     fig.subplots_adjust(bottom=0.26)
 
 
+def _grouped_bars(
+    ax: Any,
+    methods: list[str],
+    tasks: list[str],
+    cell: Callable[[str, str], tuple[float, float, float] | None],
+    colors: dict[str, tuple],
+) -> np.ndarray:
+    """One bar per method in each task's group, `cell(method, task)` = (value, CI low, CI high) or None (no
+    bar); CGD hatched as in the paper. Returns the group positions."""
+    width = 0.8 / len(methods)
+    x = np.arange(len(tasks))
+    for i, method in enumerate(methods):
+        cells = [cell(method, t) for t in tasks]
+        values = [c[0] if c else np.nan for c in cells]
+        err = np.array([[c[0] - c[1], c[2] - c[0]] if c else [0, 0] for c in cells]).T
+        ax.bar(x + (i - (len(methods) - 1) / 2) * width, values, width, yerr=err, capsize=2,
+               label=method_display(method), color=colors[method], hatch=HATCH.get(method),
+               edgecolor="black", linewidth=0.4)  # fmt: skip
+    return x
+
+
 def _n_text(run: RunData, method: str, task: str) -> str:
     h = run.headline(method, task)
     return f"{display(task)}: n={h['n']}, {h['num_items']} items"
@@ -52,29 +74,14 @@ def score_bars(run: RunData) -> FigureSpec:
     colors = _colors(methods)
     fig = Figure(figsize=(max(6.0, 1.6 * len(tasks) + 2), 4.2))
     ax = fig.add_subplot()
-    width = 0.8 / len(methods)
-    x = np.arange(len(tasks))
-    for i, method in enumerate(methods):
-        cells = [run.headline(method, t) if t in run.method_tasks(method) else None for t in tasks]
-        values = [100 * c["value"] if c else np.nan for c in cells]
-        err = np.array(
-            [
-                [100 * (c["value"] - c["ci_low"]), 100 * (c["ci_high"] - c["value"])] if c else [0, 0]
-                for c in cells
-            ]
-        ).T
-        ax.bar(
-            x + (i - (len(methods) - 1) / 2) * width,
-            values,
-            width,
-            yerr=err,
-            capsize=2,
-            label=method_display(method),
-            color=colors[method],
-            hatch=HATCH.get(method),
-            edgecolor="black",
-            linewidth=0.4,
-        )
+
+    def cell(method: str, task: str) -> tuple[float, float, float] | None:
+        if task not in run.method_tasks(method):
+            return None
+        c = run.headline(method, task)
+        return 100 * c["value"], 100 * c["ci_low"], 100 * c["ci_high"]
+
+    x = _grouped_bars(ax, methods, tasks, cell, colors)
     ax.set_xticks(x, [display(t) for t in tasks])
     ax.set_ylabel("Score (%)")
     ax.set_xlabel("Task")
@@ -151,28 +158,15 @@ def general_deltas(run: RunData, n_boot: int = 2000) -> FigureSpec | None:
     colors = _colors(list(run.methods))
     fig = Figure(figsize=(max(5.5, 1.8 * len(tasks) + 2), 4.0))
     ax = fig.add_subplot()
-    width = 0.8 / len(methods)
-    x = np.arange(len(tasks))
-    lows: list[float] = []
-    highs: list[float] = []
-    for i, method in enumerate(methods):
-        diffs = [run.paired_diff("base", method, [t], n_boot) for t in tasks]
-        values = [100 * d.diff for d in diffs]
-        lows += [100 * d.ci_low for d in diffs]
-        highs += [100 * d.ci_high for d in diffs]
-        err = np.array([[100 * (d.diff - d.ci_low), 100 * (d.ci_high - d.diff)] for d in diffs]).T
-        ax.bar(
-            x + (i - (len(methods) - 1) / 2) * width,
-            values,
-            width,
-            yerr=err,
-            capsize=2,
-            label=method_display(method),
-            color=colors[method],
-            hatch=HATCH.get(method),
-            edgecolor="black",
-            linewidth=0.4,
-        )
+    diffs = {(m, t): run.paired_diff("base", m, [t], n_boot) for m in methods for t in tasks}
+    lows = [100 * d.ci_low for d in diffs.values()]
+    highs = [100 * d.ci_high for d in diffs.values()]
+
+    def cell(method: str, task: str) -> tuple[float, float, float]:
+        d = diffs[method, task]
+        return 100 * d.diff, 100 * d.ci_low, 100 * d.ci_high
+
+    x = _grouped_bars(ax, methods, tasks, cell, colors)
     ax.axhline(0, color="black", linewidth=0.8)
     # Zero stays inside the axis, with room on both sides of it for whiskers and the legend.
     ax.set_ylim(min(-10.0, min(lows) - 5), max(10.0, max(highs) + 5))
