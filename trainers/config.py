@@ -50,6 +50,12 @@ class TrainConfig:
     #: default because float-level differences compound over training: on the toy world the base student
     #: moved from 74.0 to 97.3 greedy toy_id (docs/toy-world.md), so recorded results would not reproduce.
     targets_only_logits: bool = False
+    #: False: batches are taken in the order the examples are given, for data already arranged in batches (the
+    #: toy student's pretraining groups examples of similar length, tasks.toy.student.bucketed_order).
+    shuffle: bool = True
+    #: Keep intermediate checkpoints at these fractions of the optimizer steps (each in (0, 1); the final
+    #: model is always kept), so that one can be chosen on a validation split (docs/analyses.md).
+    save_fractions: list[float] | None = None
 
     def __post_init__(self) -> None:
         get_method(self.method)  # fail early, listing the known methods
@@ -63,6 +69,12 @@ class TrainConfig:
             raise ValueError("epochs must be positive when max_steps is not set")
         if self.max_length < 2 or self.batch_size < 1 or self.grad_accum < 1 or self.logging_steps < 1:
             raise ValueError("max_length >= 2, batch_size, grad_accum and logging_steps >= 1 are required")
+        if self.save_fractions is not None:
+            bad = [f for f in self.save_fractions if not isinstance(f, int | float) or not 0.0 < f < 1.0]
+            if bad or len(set(self.save_fractions)) != len(self.save_fractions):
+                raise ValueError(
+                    f"save_fractions must be distinct numbers in (0, 1), got {self.save_fractions!r}"
+                )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

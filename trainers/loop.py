@@ -33,6 +33,7 @@ from transformers import (
 from harness.chat import chat_template_sha, training_texts
 from harness.named_models import resolve_model_name
 from harness.prompts import PromptTemplates
+from trainers.checkpoints import CheckpointSaver
 from trainers.config import Overlong, TrainConfig
 from trainers.methods import TrainingExample
 
@@ -258,9 +259,16 @@ def _load_model(config: TrainConfig, bf16: bool) -> Any:
 
 
 def train(
-    config: TrainConfig, examples: Sequence[TrainingExample], progress: Progress | None = None
+    config: TrainConfig,
+    examples: Sequence[TrainingExample],
+    progress: Progress | None = None,
+    callbacks: Sequence[TrainerCallback] = (),
 ) -> TrainResult:
-    """Train `config.base` on `examples` (built for `config.method`); save the result in `config.out_dir`."""
+    """Train `config.base` on `examples` (built for `config.method`); save the result in `config.out_dir`.
+
+    `callbacks` are extra Trainer callbacks that only observe (benchmarks/toy_calibration.py evaluates the
+    student during pretraining with one); they are not part of the recorded config.
+    """
     started = time.perf_counter()
     # A named model (e.g. smollm2-135m-instruct) trains from its local folder, as it generates from it.
     config = replace(config, base=resolve_model_name(config.base))
@@ -286,13 +294,16 @@ def train(
     bf16 = _use_bf16(config.bf16)
     set_seed(config.seed)  # LoRA initialisation draws from the global RNG
     callback = _LogCallback(out / "train_log.jsonl", progress)
+    savers = [CheckpointSaver(out, config.save_fractions, tokenizer)] if config.save_fractions else []
     trainer = _CountingTrainer(
         model=_load_model(config, bf16),
         args=_training_args(config, bf16),
         train_dataset=feats,
         data_collator=PadCollator(_pad_id(tokenizer)),
-        callbacks=[callback],
+        callbacks=[callback, *savers, *callbacks],
     )
+    for saver in savers:
+        saver.trainer = trainer
     trainer.targets_only_logits = config.targets_only_logits and accepts_logits_to_keep(trainer.model)
     trainer.remove_callback(PrinterCallback)  # with tqdm off it prints every log dict; we keep our own log
     callback.trainer = trainer
@@ -347,6 +358,7 @@ def _training_args(config: TrainConfig, bf16: bool) -> TrainingArguments:
         report_to=[],
         seed=config.seed,
         data_seed=config.seed,
+        train_sampling_strategy="random" if config.shuffle else "sequential",
         dataloader_num_workers=0,
         dataloader_pin_memory=cuda,
         disable_tqdm=True,
