@@ -32,3 +32,6 @@ class Teacher(Protocol):
     def refine(self, jobs: list[TeacherJob]) -> list[Completion]:
         """Write an improved, complete answer from (x, y', c); final answer in \\boxed{}."""
         ...
+
+    # Optional: `record_metadata(job) -> dict` (the job carries the draft and the critique given) adds keys to
+    # that record's metadata; the exact toy teacher says with it which critiques it made wrong on purpose.

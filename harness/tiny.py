@@ -16,14 +16,23 @@ CHAT_TEMPLATE = (
 SPECIAL_TOKENS = ["<pad>", "<|end|>", "<|system|>", "<|user|>", "<|assistant|>", "<unk>"]
 
 
-def byte_bpe_tokenizer(corpus: list[str], vocab_size: int = 512, chat_template: bool = True) -> Any:
-    """A byte-level BPE tokenizer (any text encodes) with digits split one per token."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+def byte_bpe_tokenizer(
+    corpus: list[str], vocab_size: int = 512, chat_template: bool = True, isolated: str = ""
+) -> Any:
+    """A byte-level BPE tokenizer (any text encodes) with digits split one per token.
+
+    Every character of `isolated` is a token of its own as well: BPE never merges it with a neighbour (the
+    toy world isolates "()+-*=" so that an operator is the same token in a problem and in a solution).
+    """
+    import re
+
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
-    )
+    steps = [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    if isolated:
+        steps.insert(0, pre_tokenizers.Split(Regex(f"[{re.escape(isolated)}]"), behavior="isolated"))
+    tok.pre_tokenizer = pre_tokenizers.Sequence(steps)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import random
+import re
 import string
+from dataclasses import replace
 
 import pytest
 
 from harness.teacher import TeacherJob
-from harness.types import Item
-from tasks.toy.teacher import ExactToyTeacher, critique_text, diagnose, refined_text
+from harness.types import Completion, Item
+from tasks.toy.teacher import CRITIQUE_ERROR_KINDS, ExactToyTeacher, critique_text, diagnose, refined_text
 from tasks.toy.world import (
     ERROR_KINDS,
     ToyProblem,
     ToyWorldConfig,
+    apply_op,
     correct_solution,
     make_item,
     parse_solution,
@@ -174,3 +177,129 @@ def test_teacher_protocol_completions() -> None:
     (ref,) = teacher.refine([TeacherJob("k1", item, draft, crit.text)])
     assert ref.text == correct_solution(p) and ref.key == "k1" and ref.finish_reason == "stop"
     assert teacher.critique([]) == [] and teacher.refine([]) == []
+
+
+def _noisy_jobs(n: int) -> list[TeacherJob]:
+    """n training problems with drafts of every sort a student writes: planted errors, right, garbage."""
+    from tasks.toy.world import train_items
+
+    jobs = []
+    for i, item in enumerate(train_items(replace(CFG, n_train=n))):
+        p = ToyProblem.from_meta(item.metadata)
+        rng = random.Random(i)
+        pick = i % 3
+        if pick == 0:
+            draft = planted_error_solution(p, rng.randint(1, p.n_steps), rng.choice(ERROR_KINDS), rng)
+        elif pick == 1:
+            draft = correct_solution(p)
+        else:
+            draft = _garbage(rng, p)
+        jobs.append(TeacherJob(item.id, item, draft))
+    return jobs
+
+
+def test_critique_error_rate_makes_that_share_wrong_and_says_what() -> None:
+    from trainers.records import parse_conclusion
+
+    n, rate = 1200, 0.3
+    jobs = _noisy_jobs(n)
+    teacher = ExactToyTeacher(critique_error_rate=rate, seed=0)
+    crits = teacher.critique(jobs)
+    metas = [
+        teacher.record_metadata(TeacherJob(j.key, j.item, j.student_answer, c.text))
+        for j, c in zip(jobs, crits, strict=True)
+    ]
+    wrong = [m["critique_error"] for m in metas if m["critique_error"]]
+    # Binomial(1200, 0.3): sd 1.3 points; 4 sd either side.
+    sd = (rate * (1 - rate) / n) ** 0.5
+    assert abs(len(wrong) / n - rate) < 4 * sd, len(wrong) / n
+    kinds = {w["kind"] for w in wrong}
+    assert kinds == {"step", "verdict"}
+    for job, crit, meta in zip(jobs, crits, metas, strict=True):
+        p = ToyProblem.from_meta(job.item.metadata)
+        truth = diagnose(p, parse_solution(job.student_answer))
+        exact = critique_text(p, job.student_answer)
+        err = meta["critique_error"]
+        if err is None:
+            assert crit.text == exact
+            continue
+        assert crit.text != exact
+        stated = parse_conclusion(crit.text)
+        if err["kind"] == "verdict":
+            # The stated verdict is the opposite of the truth, and the record says both.
+            assert (
+                err["true"] == ("right" if truth.right else "wrong")
+                and stated == err["stated"] != err["true"]
+            )
+        else:
+            # The verdict is kept, but the step blamed is not the first wrong one, and the claim is false.
+            assert not truth.right and stated == "wrong"
+            assert err["claimed_step"] != truth.step and err["true_step"] == truth.step
+            assert crit.text.startswith(f"Step {err['claimed_step']} computes ")
+            m = re.search(r", but (-?\d+)([-+*])(\d+)=(-?\d+)\.", err["claim"])
+            assert m is not None and err["claim"] in crit.text
+            left, op, b, value = m.groups()
+            assert int(value) != apply_op(int(left), op, int(b))  # the "correction" is false
+    # Seeded per record: the same records err again, whatever else is in the batch.
+    again = teacher.critique(jobs[::-1])[::-1]
+    assert [c.text for c in again] == [c.text for c in crits]
+
+
+def test_critique_error_rate_zero_is_the_exact_teacher() -> None:
+    jobs = _noisy_jobs(60)
+    exact, default = ExactToyTeacher(), ExactToyTeacher(critique_error_rate=0.0, seed=3)
+    assert [c.text for c in exact.critique(jobs)] == [c.text for c in default.critique(jobs)]
+    assert all(default.record_metadata(j) == {} for j in jobs)
+    with pytest.raises(ValueError, match="critique_error_rate"):
+        ExactToyTeacher(critique_error_rate=1.5)
+
+
+def test_critique_errors_reach_the_records(tmp_path) -> None:
+    """Through the critique-data builder: every record says whether (and how) its critique was made wrong."""
+    from harness.types import GenerationRequest, Verdict
+    from trainers.builder import BuildOptions, CritiqueDataBuilder
+
+    jobs = _noisy_jobs(90)
+    drafts = {j.key: j.student_answer for j in jobs}
+
+    class Student:
+        label = "scripted-student"
+
+        def generate(self, requests: list[GenerationRequest], sampling: object, progress: object = None):
+            return [Completion(r.key, "", drafts[r.key], "stop", 0, 0) for r in requests]
+
+    def grade(grade_jobs: list) -> list[Verdict]:
+        out = []
+        for g in grade_jobs:
+            ans = parse_solution(g.text).answer
+            out.append(Verdict("correct" if str(ans) == g.gold else "wrong", str(ans), ""))
+        return out
+
+    teacher = ExactToyTeacher(critique_error_rate=0.3, seed=0)
+    builder = CritiqueDataBuilder(tmp_path, Student(), teacher, grade, BuildOptions(filters=()))  # type: ignore[arg-type]
+    result = builder.build([j.item for j in jobs])
+    errors = [r.metadata["critique_error"] for r in result.records]
+    assert all("critique_error" in r.metadata for r in result.records)
+    assert result.summary["critique_errors"] == sum(e is not None for e in errors) > 0
+    # Every record made wrong carries its kind and what the truth was.
+    assert all(e["kind"] in CRITIQUE_ERROR_KINDS and ("true" in e or "true_step" in e) for e in errors if e)
+    plain = CritiqueDataBuilder(
+        tmp_path / "plain", Student(), ExactToyTeacher(), grade, BuildOptions(filters=())
+    )  # type: ignore[arg-type]
+    assert all("critique_error" not in r.metadata for r in plain.build([j.item for j in jobs]).records)
+
+
+def test_critique_error_rate_is_a_train_side_toy_key() -> None:
+    """`toy: {critique_error_rate: p}` reaches the run's teacher, changes the run's identity (its data), and
+    reuses the base student (the student never sees the teacher)."""
+    from harness.pipeline.toy_world import TRAIN_SIDE_KEYS, ToyWorld
+    from harness.runconfig import resolve_run_config
+
+    assert "critique_error_rate" in TRAIN_SIDE_KEYS
+    noisy = ToyWorld(resolve_run_config("toy", None, {"toy": {"critique_error_rate": 0.3}}))
+    exact = ToyWorld(resolve_run_config("toy", None, {}))
+    teacher = noisy.teacher(student=None)  # type: ignore[arg-type]
+    assert isinstance(teacher, ExactToyTeacher) and teacher.critique_error_rate == 0.3
+    assert exact.teacher(student=None).critique_error_rate == 0.0  # type: ignore[arg-type, attr-defined]
+    assert noisy.identity()["world"] != exact.identity()["world"]
+    assert noisy.identity()["student_key"] == exact.identity()["student_key"]

@@ -162,9 +162,15 @@ class CritiqueDataBuilder:
             for it, r in zip(items, rows[stage], strict=True)
         ]
         verdicts = self.grade(jobs)
+        # A teacher may say something about each record (the toy teacher: which critiques it made wrong on
+        # purpose). Optional, so LLM teachers need nothing; recomputed like everything after generation.
+        annotate = getattr(self.teacher, "record_metadata", None)
         records = []
         for i, it in enumerate(items):
             probe, crit, ref = rows["probe"][i], rows["critique"][i], rows["refine"][i]
+            extra = (
+                annotate(TeacherJob(it.id, it, probe["completion"], crit["completion"])) if annotate else {}
+            )
             records.append(
                 CritiqueRecord(
                     id=it.id,
@@ -180,6 +186,7 @@ class CritiqueDataBuilder:
                     metadata={
                         "critique_states_gold": critique_states_gold(crit["completion"], it.gold),
                         **{k: v for k, v in it.metadata.items() if k != "reference_solution"},
+                        **extra,
                     },
                 )
             )
@@ -235,6 +242,12 @@ def summarize_build(
             sum(r.metadata.get("critique_states_gold", False) for r in records) / max(1, n), 6
         ),
         "tokens": {s: sum(r.tokens.get(s, 0) for r in records) for s in STAGES},
+        # Only for a teacher that errs on purpose (toy: critique_error_rate): how many critiques were wrong.
+        **(
+            {"critique_errors": sum(bool(r.metadata.get("critique_error")) for r in records)}
+            if any("critique_error" in r.metadata for r in records)
+            else {}
+        ),
         "filters": removed,
         "kept": len(kept),
     }

@@ -7,9 +7,10 @@ import copy
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.backends.base import Backend
 from harness.config import ConfigError
@@ -18,6 +19,10 @@ from harness.prompts import PromptTemplates
 from harness.runconfig import RunConfig
 from harness.teacher import Teacher
 from harness.types import Item, Message
+
+if TYPE_CHECKING:
+    from tasks.toy.student import StudentSpec
+    from tasks.toy.world import ToyWorldConfig
 
 #: World parameters that change training data only (e.g. the clean-reference variant), never the test sets.
 TRAIN_SIDE_KEYS = {
@@ -28,6 +33,10 @@ TRAIN_SIDE_KEYS = {
     "format_fraction",
     "n_pretrain",
     "error_kinds",
+    "context_fraction",
+    "reading_fraction",
+    "critique_error_rate",
+    "misconception_rate",
 }
 
 
@@ -142,42 +151,18 @@ class ToyWorld:
         return str(target)
 
     def _pretrain(self, tmp: Path, console: Any) -> Path:
-        from tasks.toy.student import init_student, pretraining_pairs
-        from trainers import TrainingExample
-        from trainers.loop import TrainConfig, train
-
-        spec = self.spec
-        init = init_student(tmp / "init", spec, self.world)
-        pairs = pretraining_pairs(self.world, seed=spec.init_seed)
-        examples = [TrainingExample(ctx, target, f"pretrain-{i}") for i, (ctx, target) in enumerate(pairs)]
-        console.print(
-            f"  pretraining the tiny student: {len(examples)} examples, {spec.pretrain_steps} steps"
-        )
-        config = TrainConfig(
-            base=str(init),
-            method="sft",
-            out_dir=str(tmp / "student"),
-            lora=False,
-            max_steps=spec.pretrain_steps,
-            lr=spec.lr,
-            batch_size=spec.batch_size,
-            warmup_ratio=spec.warmup_ratio,
-            max_length=spec.max_position_embeddings,
-            seed=spec.init_seed,
-            logging_steps=max(1, spec.pretrain_steps // 10),
-        )
-
         from harness.pipeline.planning import train_progress
 
-        train(config, examples, progress=train_progress("pretrain"))
-        return tmp / "student"
+        n, steps = self.world.n_pretrain, self.spec.pretrain_steps
+        console.print(f"  pretraining the tiny student: {n} examples, {steps} steps")
+        return pretrain_student(self.spec, self.world, tmp, progress=train_progress("pretrain"))
 
     def teacher(self, student: Backend, state_dir: Path | None = None) -> Teacher:
         from harness.pipeline.teachers import llm_teacher
         from tasks.toy.teacher import ExactToyTeacher
 
         return (
-            ExactToyTeacher()
+            ExactToyTeacher(self.world.critique_error_rate, seed=self.world.seed)
             if self.cfg.teacher == "exact-toy"
             else llm_teacher(self.cfg, student, state_dir)
         )
@@ -190,3 +175,47 @@ class ToyWorld:
 
     def probe_messages(self, item: Item) -> tuple[Message, ...]:
         return self.templates.math_messages(item.problem)
+
+
+def pretrain_student(
+    spec: StudentSpec,
+    world: ToyWorldConfig,
+    workdir: Path,
+    *,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+    callbacks: Sequence[Any] = (),
+    **train_overrides: Any,
+) -> Path:
+    """Initialise and pretrain one base student in `workdir`; returns its folder (workdir / "student").
+
+    The one recipe both the pipeline and benchmarks/toy_calibration.py use, so the calibration measures the
+    student a run gets. `train_overrides` (e.g. targets_only_logits) are for perturbation studies only, and
+    `callbacks` (Trainer callbacks) for watching the learning curve.
+    """
+    from tasks.toy.student import CONTEXT_KINDS, bucketed_order, init_student, pretraining_documents
+    from trainers import TrainingExample
+    from trainers.loop import TrainConfig, train
+
+    init = init_student(workdir / "init", spec, world)
+    docs = pretraining_documents(world, seed=spec.init_seed)
+    # Context documents are batched among themselves: a batch is padded to its longest member.
+    order = bucketed_order([int(d.kind in CONTEXT_KINDS) for d in docs], spec.batch_size, spec.init_seed)
+    examples = [TrainingExample(docs[i].context, docs[i].target, f"pretrain-{i}") for i in order]
+    config = TrainConfig(
+        base=str(init),
+        method="sft",
+        out_dir=str(workdir / "student"),
+        lora=False,
+        max_steps=spec.pretrain_steps,
+        lr=spec.lr,
+        batch_size=spec.batch_size,
+        warmup_ratio=spec.warmup_ratio,
+        lr_scheduler=spec.lr_scheduler,
+        max_length=spec.max_position_embeddings,
+        seed=spec.init_seed,
+        logging_steps=max(1, spec.pretrain_steps // 10),
+        shuffle=False,
+        **train_overrides,
+    )
+    train(config, examples, progress=progress, callbacks=callbacks)
+    return workdir / "student"

@@ -14,10 +14,13 @@ docs/toy-world.md.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import random
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from harness.types import Item
@@ -44,7 +47,7 @@ class ToyWorldConfig:
         ("train", 60, 80),
         ("test", 80, 100),
     )
-    n_pretrain: int = 12800  # = StudentSpec.pretrain_steps * batch_size: one pass over fresh problems
+    n_pretrain: int = 19200  # = StudentSpec.pretrain_steps * batch_size: one pass over fresh problems
     n_train: int = 1200  # problems of the critique dataset (x, y*, y', c, ŷ)
     n_test_id: int = 300
     n_test_ood: int = 100  # each sampled several times (pass@k)
@@ -53,7 +56,20 @@ class ToyWorldConfig:
     clean_reference: bool = False  # True: y* is always correct (the "verified-SFT" variant)
     pretrain_step_error_rate: float = 0.05  # P(error) per step in the base student's pretraining solutions
     format_fraction: float = 0.2  # share of pretraining pairs that carry a format instruction
+    # v3: share of pretraining documents that are long-context documents (worked examples before the
+    # question, an attempt followed by a remark, an attempt and a note followed by corrected work), so the
+    # base has seen contexts as long as, and shaped like, the CFT/CGD training examples before fine-tuning.
+    context_fraction: float = 0.2
+    # v3: share of pretraining documents that ask only to read the problem back (its operations in order).
+    reading_fraction: float = 0.0
     error_kinds: tuple[str, ...] = ERROR_KINDS  # drawn uniformly when an error is planted
+    # The exact teacher names a wrong step or gives a wrong verdict in this share of its critiques (seeded
+    # per record, recorded in each record's metadata); 0 is the ideal teacher. Training data only.
+    critique_error_rate: float = 0.0
+    # v3: share of the arithmetic facts ("a op b") that the pretraining corpus always states wrongly (off by
+    # 1 or 2), so the base is imperfect by what it was taught, not by when it learnt to read a problem.
+    # Fine-tuning data, references, teachers and grading use true arithmetic. See docs/toy-world.md.
+    misconception_rate: float = 0.15
 
 
 @dataclass(frozen=True)
@@ -116,15 +132,75 @@ def apply_op(left: int, op: str, operand: int) -> int:
     raise ValueError(f"unknown operation {op!r}")
 
 
-def _valid_moves(value: int, cfg: ToyWorldConfig) -> list[tuple[str, int]]:
+def _valid_moves(value: int, cfg: ToyWorldConfig) -> tuple[tuple[str, int], ...]:
+    return _moves(value, cfg.operand_min, cfg.operand_max, cfg.value_max)
+
+
+@functools.cache
+def _moves(value: int, operand_min: int, operand_max: int, value_max: int) -> tuple[tuple[str, int], ...]:
+    # Cached: problem generation calls this once per step, and pretraining draws ~50,000 steps.
     moves = []
-    for b in range(cfg.operand_min, cfg.operand_max + 1):
+    for b in range(operand_min, operand_max + 1):
         for op in OPS:
             if op == "*" and b == 1:
                 continue  # "* 1" is a no-op: a skipped step could not be told from a done one
-            if 0 <= apply_op(value, op, b) <= cfg.value_max:
+            if 0 <= apply_op(value, op, b) <= value_max:
                 moves.append((op, b))
-    return moves
+    return tuple(moves)
+
+
+#: The arithmetic the text being generated is written with: None is true arithmetic; a mapping
+#: (left, op, operand) -> stated result overrides it (`written_with`). Only pretraining text is written
+#: with misconceptions; problem generation (`random_problem`, `_moves`) always uses true arithmetic.
+_MISCONCEPTIONS: ContextVar[Mapping[tuple[int, str, int], int] | None] = ContextVar(
+    "toy_misconceptions", default=None
+)
+
+
+def misconceptions(cfg: ToyWorldConfig) -> dict[tuple[int, str, int], int]:
+    """The wrong facts of the pretraining corpus: each valid fact (left value in [0, value_max], a move
+    that keeps it in range) is wrong with probability misconception_rate, drawn by a hash of the fact's text
+    (so a property of the world, the same for every seed), and stated off by -2, -1, +1 or +2 (never below
+    zero)."""
+    table: dict[tuple[int, str, int], int] = {}
+    if cfg.misconception_rate <= 0:
+        return table
+    for left in range(0, cfg.value_max + 1):
+        for op, b in _valid_moves(left, cfg):
+            h = int(hashlib.sha256(f"toy-misconception:{left}{op}{b}".encode()).hexdigest(), 16)
+            if (h % 1_000_000) / 1_000_000 >= cfg.misconception_rate:
+                continue
+            true = apply_op(left, op, b)
+            offsets = [d for d in (-2, -1, 1, 2) if true + d >= 0]
+            table[(left, op, b)] = true + offsets[(h // 1_000_000) % len(offsets)]
+    return table
+
+
+@contextlib.contextmanager
+def written_with(table: Mapping[tuple[int, str, int], int]) -> Iterator[None]:
+    """Within the block, every solution, diagnosis and remark is written as by someone who holds these
+    wrong facts (the pretraining corpus); outside it, arithmetic is true."""
+    token = _MISCONCEPTIONS.set(table or None)
+    try:
+        yield
+    finally:
+        _MISCONCEPTIONS.reset(token)
+
+
+def stated_result(left: int, op: str, operand: int) -> int:
+    """The result as the text being written states it (true unless inside `written_with`)."""
+    table = _MISCONCEPTIONS.get()
+    if table is not None:
+        wrong = table.get((left, op, operand))
+        if wrong is not None:
+            return wrong
+    return apply_op(left, op, operand)
+
+
+def believed_answer(problem: ToyProblem, table: Mapping[tuple[int, str, int], int]) -> int:
+    """The final answer of the chain worked with `table`'s wrong facts (every step otherwise right)."""
+    with written_with(table):
+        return problem.answer()
 
 
 def random_problem(rng: random.Random, n_steps: int, cfg: ToyWorldConfig) -> ToyProblem:
@@ -194,7 +270,7 @@ def solution_steps(problem: ToyProblem, errors: Mapping[int, str], rng: random.R
         if kind == "operand":
             choices = [b + d for d in (-2, -1, 1, 2) if b + d >= 1 and not (op == "*" and b + d == 1)]
             b = rng.choice(choices)
-        result = apply_op(value, op, b)
+        result = stated_result(value, op, b)
         if kind == "arith":
             # A slip never turns a non-negative value negative (a sign is hard to slip on).
             slips = [result + d for d in (-10, -2, -1, 1, 2, 10) if result + d >= 0 or result < 0]
