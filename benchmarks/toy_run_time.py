@@ -1,6 +1,6 @@
 """Wall time of the default toy run from a fresh checkout (empty student cache), stage by stage.
 
-    python benchmarks/toy_run_time.py [--methods sft,cft,cgd] [--workers N] [--keep DIR]
+    python benchmarks/toy_run_time.py [--methods sft,cft,cgd] [--workers N] [--keep DIR] [--cache EMPTY_DIR]
 
 Runs `cgd-bench run --methods ...` in a subprocess with an empty CGD_BENCH_CACHE and a fresh output folder,
 then prints each stage's seconds (from the run's timings.json), the total, and its ratio to the 300-second
@@ -27,10 +27,14 @@ def main() -> None:
     ap.add_argument("--methods", default="sft,cft,cgd")
     ap.add_argument("--workers", type=int, help="worker processes (default: the run's own default)")
     ap.add_argument("--keep", help="keep the run folder here instead of a temporary one")
+    ap.add_argument("--cache", help="an EMPTY folder to use as the student cache, kept for later runs")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.keep or Path(tmp) / "runs")
-        env = {**os.environ, "CGD_BENCH_CACHE": str(Path(tmp) / "cache")}
+        cache = Path(args.cache or Path(tmp) / "cache")
+        if cache.exists() and any(cache.iterdir()):
+            sys.exit(f"error: --cache {cache} is not empty: the benchmark measures a fresh cache")
+        env = {**os.environ, "CGD_BENCH_CACHE": str(cache)}
         cmd = [sys.executable, "-m", "harness.cli", "run", "--methods", args.methods, "--out", str(out)]
         if args.workers:
             cmd += ["--workers", str(args.workers)]
