@@ -548,15 +548,41 @@ def data_build_cmd(
     teacher_prompts: Annotated[
         Path | None, typer.Option(help="YAML overriding the teacher's prompts.")
     ] = None,
+    student_backend: Annotated[
+        str, typer.Option("--student-backend", help="transformers (default), vllm or openai.")
+    ] = "transformers",
+    student_opt: Annotated[
+        list[str] | None,
+        typer.Option("--student-opt", help="KEY=VALUE option of the student's backend, repeatable."),
+    ] = None,
+    teacher_backend: Annotated[
+        str,
+        typer.Option(
+            "--teacher-backend",
+            help="transformers (default), vllm or openai (e.g. --teacher-opt "
+            "base_url=http://127.0.0.1:8000/v1 --teacher-opt api_key_env=OPENAI_API_KEY).",
+        ),
+    ] = "transformers",
+    teacher_opt: Annotated[
+        list[str] | None,
+        typer.Option("--teacher-opt", help="KEY=VALUE option of the teacher's backend, repeatable."),
+    ] = None,
 ) -> None:
     """Probe -> critique -> refine -> grade -> filter: write records.jsonl and summary.json."""
     from harness.pipeline.databuild import DataBuildConfig, build_data
 
     try:
         prompts = load_yaml(teacher_prompts) if teacher_prompts else {}
+        roles = {
+            "student_backend": student_backend,
+            "student_options": parse_key_values(student_opt or [], "--student-opt"),
+            "teacher_backend": teacher_backend,
+            "teacher_options": parse_key_values(teacher_opt or [], "--teacher-opt"),
+        }
     except ConfigError as exc:
         fail(str(exc))
-    cfg = DataBuildConfig(
+    cfg = _run_guarded(
+        DataBuildConfig,
         student=student,
         teacher=teacher,
         problems=problems,
@@ -569,6 +595,7 @@ def data_build_cmd(
         teacher_max_new_tokens=max_new_tokens,
         batch_size=batch_size,
         teacher_prompts=prompts,
+        **roles,
     )
     result = _run_guarded(build_data, cfg)
     summary = result.summary

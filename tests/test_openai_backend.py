@@ -390,3 +390,36 @@ def test_teacher_role_from_config_builds_the_http_backend(stub, tmp_path):
     assert isinstance(teacher.backend, OpenAIBackend)
     assert teacher.backend.describe()["model"] == "teacher-70b"
     assert role_identity(role) == {"backend": "openai", "endpoint": "chat", "model": "teacher-70b"}
+
+
+def test_cli_data_build_with_an_http_teacher(stub, tmp_path, tiny_model_dir, data_dir):
+    """`cgd-bench data build --teacher-backend openai`: drafts from the in-process student, critiques and
+    refinements from the server, its ledger in the build folder, and the key written nowhere."""
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+
+    state, url = stub
+    out = tmp_path / "data"
+    args = ["data", "build", "--student", str(tiny_model_dir), "--teacher", "teacher-70b",
+            "--teacher-backend", "openai", "--teacher-opt", f"base_url={url}",
+            "--teacher-opt", f"api_key_env={ENV}", "--problems", "math_train", "--limit", "3",
+            "--max-new-tokens", "8", "--out", str(out), "--data-dir", str(data_dir),
+            "--filters", ""]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert len(state.served) == 6  # a critique and a refinement per problem, nothing for the drafts
+    assert {s["model"] for s in state.served} == {"teacher-70b"}
+    assert len((out / "records.jsonl").read_text().splitlines()) == 3
+    assert (out / "teacher" / LEDGER_FILE).is_file()
+    written = (out / "config.yaml").read_text()
+    assert "teacher_backend: openai" in written and url not in written
+    assert_key_nowhere(tmp_path, result.output)
+    again = CliRunner().invoke(app, args)  # resumes: nothing is asked twice
+    assert again.exit_code == 0 and len(state.served) == 6
+    for bad, message in (
+        (["--student-backend", "replay"], "--student-backend 'replay'"),
+        (["--teacher-opt", "model=x"], "set the model with --teacher"),
+    ):
+        failed = CliRunner().invoke(app, [*args, *bad])
+        assert failed.exit_code == 2 and message in failed.output, failed.output
