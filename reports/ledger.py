@@ -63,24 +63,43 @@ class StageTokens:
         return self.generated + (self.prompt or 0)
 
 
+def _critique_folders(run: RunData) -> list[tuple[Path, dict[str, Any]]]:
+    """(folder, build summary) of every base student's critique data: `critique/`, then `critique-st<s>/`
+    for a run with `toy: {students: K}`."""
+    per_student = run.results.get("critique_data_students") or []
+    if not per_student:
+        return [(run.root / "critique", run.critique_summary or {})]
+    return [
+        (run.root / ("critique" if s == 0 else f"critique-st{s}"), summary)
+        for s, summary in enumerate(per_student)
+    ]
+
+
 def data_building(run: RunData) -> list[StageTokens]:
-    """Per stage of the critique-data build, in the summary's order; empty when the run built no data."""
-    tokens = (run.critique_summary or {}).get("tokens") or {}
-    ids = {r.get("id") for r in run.critique_records}
-    out = []
-    for stage, generated in tokens.items():
-        path = run.root / "critique" / f"{stage}.jsonl"
-        rows: dict[str, dict[str, Any]] = {}
-        for r in read_jsonl(path) if path.is_file() else []:
-            if not ids or r.get("item_id") in ids:  # one call per record: a cache may hold more
-                rows.setdefault(str(r.get("item_id")), r)
-        if rows:
-            prompt = sum(int(r.get("prompt_tokens") or 0) for r in rows.values())
-            file_gen = sum(int(r.get("completion_tokens") or 0) for r in rows.values())
-            out.append(StageTokens(stage, int(generated), prompt, len(rows), file_gen))
-        else:
-            out.append(StageTokens(stage, int(generated), None, None))
-    return out
+    """Per stage of the critique-data build, in the summary's order, summed over every base student's
+    build; empty when the run built no data."""
+    totals: dict[str, list[Any]] = {}  # stage -> [generated, prompt, calls, generated per the files]
+    for folder, summary in _critique_folders(run):
+        records = folder / "records_all.jsonl"
+        ids = {r.get("id") for r in read_jsonl(records)} if records.is_file() else set()
+        for stage, generated in (summary.get("tokens") or {}).items():
+            path = folder / f"{stage}.jsonl"
+            rows: dict[str, dict[str, Any]] = {}
+            for r in read_jsonl(path) if path.is_file() else []:
+                if not ids or r.get("item_id") in ids:  # one call per record: a cache may hold more
+                    rows.setdefault(str(r.get("item_id")), r)
+            t = totals.setdefault(stage, [0, 0, 0, 0])
+            t[0] += int(generated)
+            if rows and t[1] is not None:
+                t[1] += sum(int(r.get("prompt_tokens") or 0) for r in rows.values())
+                t[2] += len(rows)
+                t[3] += sum(int(r.get("completion_tokens") or 0) for r in rows.values())
+            else:
+                t[1] = t[2] = t[3] = None  # one build without its stage file: prompt tokens unknown
+    return [
+        StageTokens(stage, g, p, c, f) if p is not None else StageTokens(stage, g, None, None)
+        for stage, (g, p, c, f) in totals.items()
+    ]
 
 
 def api_ledger(run: RunData) -> dict[str, dict[str, Any]]:
@@ -139,11 +158,17 @@ def data_building_table(run: RunData) -> Table | None:
             "cost": QuantityCell(t["cost_usd"], t["cost_usd"], t["cost_usd"], label=f"{t['cost_usd']:.4f}"),
         }))  # fmt: skip
     s = run.critique_summary or {}
+    builds = _critique_folders(run)
+    whose = (
+        f"Summed over the {len(builds)} base students' builds (critique/, critique-st1/, ...), each "
+        f"{s.get('problems', '?')} problems. "
+        if len(builds) > 1
+        else f"{s.get('problems', '?')} problems, {len(run.critique_records)} records, "
+        f"{s.get('kept', '?')} kept after filters. "
+    )
     table.notes = [
-        f"{s.get('problems', '?')} problems, {len(run.critique_records)} records, "
-        f"{s.get('kept', '?')} kept after filters. Generated tokens from critique/summary.json; prompt "
-        "tokens and calls from critique/<stage>.jsonl (one call per record). Total = prompt + generated "
-        "tokens processed.",
+        whose + "Generated tokens from critique/summary.json; prompt tokens and calls from "
+        "critique/<stage>.jsonl (one call per record). Total = prompt + generated tokens processed.",
         "Data each method's training needs: SFT none (reference solutions come with the problems), CFT "
         "probe + critique, every other method all stages (the refined answer is built from the draft and "
         "the critique).",
@@ -216,7 +241,7 @@ def training_table(run: RunData) -> Table | None:
         if len(blocks) > 1:
             total = rows.sum(axis=0)
             table.rows.append(
-                (f"{method_display(method)} ({len(blocks)} seeds summed)", _training_cells(*total))
+                (f"{method_display(method)} ({len(blocks)} models summed)", _training_cells(*total))
             )
         sums += rows.sum(axis=0)
     table.rows.append(("all methods summed", _training_cells(*map(int, sums))))

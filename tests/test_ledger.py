@@ -133,7 +133,7 @@ def test_training_context_and_target_per_seed_and_summed(run_dir):
         cells = rows[f"CGD ({label})"]
         assert cells["context"].value == block["tokens_trained"] - block["target_tokens_trained"]
         assert cells["target"].value == block["target_tokens_trained"]
-    summed = rows["CGD (2 seeds summed)"]
+    summed = rows["CGD (2 models summed)"]
     assert summed["total"].value == 3500 + 3700
     assert summed["context"].value == (3500 - 450) + (3700 - 470)
     assert rows["all methods summed"]["total"].value == 1000 + 3000 + 3500 + 3700
@@ -218,3 +218,20 @@ def test_a_run_without_data_or_training_has_only_inference(tmp_path):
     run = RunData.load(root)
     assert [t.key for t in ledger_tables(run)] == ["ledger_inference", "ledger_totals"]
     assert accuracy_vs_tokens(run) is not None
+
+
+def test_data_building_sums_every_base_students_build(run_dir, tmp_path):
+    """A run with `toy: {students: 2}` built two critique datasets: the ledger counts both."""
+    import shutil
+
+    root = tmp_path / "run"
+    shutil.copytree(run_dir, root)
+    shutil.copytree(root / "critique", root / "critique-st1")
+    results = json.loads((root / "results.json").read_text())
+    results["critique_data_students"] = [results["critique_data"], results["critique_data"]]
+    (root / "results.json").write_text(json.dumps(results))
+    run = RunData.load(root)
+    one = {s.stage: s for s in data_building(RunData.load(run_dir))}
+    for s in data_building(run):
+        assert (s.generated, s.prompt, s.calls) == (2 * one[s.stage].generated, 2 * one[s.stage].prompt, 8)
+    assert "Summed over the 2 base students' builds" in " ".join(_table(run, "ledger_data").notes)
