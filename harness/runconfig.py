@@ -7,7 +7,13 @@ from pathlib import Path
 from typing import Any
 
 from harness.config import ConfigError, load_yaml
-from harness.schema import DataSettings, EvalSettings, check_dataclass, check_section
+from harness.schema import (
+    CheckpointChoiceSettings,
+    DataSettings,
+    EvalSettings,
+    check_dataclass,
+    check_section,
+)
 from trainers.config import TrainConfig, train_keys
 
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
@@ -47,6 +53,9 @@ class RunConfig:
     out: str = "runs"
     data_dir: str | None = None
     bootstrap: int = 2000
+    #: {task: VALIDATION_TASK, rule: max_score}: report each training's checkpoint chosen on a validation
+    #: task (needs train.save_fractions); empty: report the final models.
+    checkpoint_choice: dict[str, Any] = field(default_factory=dict)
     workers: int | None = (
         None  # parallel training/evaluation processes; None: 2 for the tiny toy student on CPU
     )
@@ -85,13 +94,46 @@ class RunConfig:
         try:
             for m in self.methods:
                 get_method(m)
+                # TrainConfig's own checks (save_fractions in (0, 1), ...) before any work, not at training.
+                TrainConfig(base="", method=m, out_dir="", **self.method_train_settings(m))
             for t in [*self.tasks, *self.task_settings]:
                 get_task(t)
         except (ValueError, TaskError) as exc:
             raise ConfigError(str(exc)) from None
         if self.teacher == "exact-toy" and self.problems != "toy":
             raise ConfigError("the exact toy teacher only knows toy problems (problems: toy)")
+        if self.checkpoint_choice:
+            self._check_checkpoint_choice()
         return self
+
+    def _check_checkpoint_choice(self) -> None:
+        from tasks.base import TaskError, get_task
+
+        choice = check_section(CheckpointChoiceSettings, self.checkpoint_choice, "checkpoint_choice")
+        task = choice.get("task")
+        if not task:
+            raise ConfigError(
+                "checkpoint_choice.task is required: the validation task checkpoints are chosen on"
+            )
+        try:
+            get_task(task)
+        except TaskError as exc:
+            raise ConfigError(f"checkpoint_choice.task: {exc}") from None
+        if task in self.tasks:
+            raise ConfigError(
+                f"checkpoint_choice.task {task} is a test task of this run; a checkpoint chosen on a test "
+                "set overstates it: declare a held-out slice of the training problems (toy: toy_val)"
+            )
+        if not any(self.method_train_settings(m).get("save_fractions") for m in self.methods):
+            raise ConfigError(
+                "checkpoint_choice needs checkpoints to choose from: set train.save_fractions "
+                "(e.g. [0.25, 0.5, 0.75])"
+            )
+        self.checkpoint_choice = choice
+
+    def validation_task(self) -> str | None:
+        """The task checkpoints are chosen on, or None when the run reports its final models."""
+        return self.checkpoint_choice.get("task") if self.checkpoint_choice else None
 
     def task_eval(self, task: str) -> dict[str, Any]:
         return {**self.eval, **self.task_settings.get(task, {})}

@@ -157,3 +157,19 @@ def check_dataclass(obj: Any, where: str = "config") -> None:
     hints = get_type_hints(type(obj))
     for f in fields(obj):
         setattr(obj, f.name, coerce(getattr(obj, f.name), hints[f.name], f"{where} {f.name}"))
+
+
+#: How a checkpoint is chosen on the validation task: `max_score` takes the highest score on the task's
+#: primary metric (ties go to the later checkpoint: without a difference, keep what training ended with);
+#: `last` always takes the final model (the choice a run without checkpoints makes, kept for comparison).
+CheckpointRule = Literal["max_score", "last"]
+
+
+@dataclass
+class CheckpointChoiceSettings:
+    """`checkpoint_choice:` of a run config: each training's reported model is chosen among its checkpoints
+    (`train.save_fractions`) and its final model on `task`, a validation task that is none of the run's test
+    tasks (docs/analyses.md, "Checkpoint choice")."""
+
+    task: str | None = None
+    rule: CheckpointRule = "max_score"

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.store import write_text_atomic
+from reports.checkpoints import choice_figure, choice_tables
 from reports.contamination import contamination_tables, find_overlaps, overlaps_csv, overlaps_markdown
 from reports.figures import FigureSpec, run_figures, save_figure
 from reports.ledger import accuracy_vs_tokens, ledger_tables
@@ -54,7 +55,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None) -> Report:
     for sub in ("tables", "figures"):
         shutil.rmtree(out / sub, ignore_errors=True)
     report = Report(out)
-    report.tables = run_tables(run) + ledger_tables(run) + analysis_tables(run.root)
+    report.tables = run_tables(run) + choice_tables(run) + ledger_tables(run) + analysis_tables(run.root)
     contamination = find_overlaps(run) if run.paired and run.critique_records else None
     if contamination is not None:
         report.tables += contamination_tables(run, contamination)
@@ -68,6 +69,8 @@ def build_report(run_dir: str | Path, out: str | Path | None = None) -> Report:
         if (spec := accuracy_vs_tokens(run)) is not None:
             report.figures.append(spec)
         report.figures += analysis_figures(run.root)
+    if (spec := choice_figure(run)) is not None:  # from results.json alone: no samples needed
+        report.figures.append(spec)
     if contamination is not None:
         path = out / "contamination_overlaps.csv"
         write_text_atomic(path, overlaps_csv(contamination))

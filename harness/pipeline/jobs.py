@@ -13,6 +13,7 @@ import multiprocessing
 import os
 import time
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,25 +84,35 @@ def train_job(config: Any, examples: list[Any], label: str) -> JobTiming:
 
 def eval_job(cfg: Any, run_root: Path, label: str, model_path: str, data_dir: Path | None) -> JobTiming:
     """Generate and score every incomplete (task, sample) of one model; returns the new sample count."""
-    from harness.backends.base import make_backend
-    from harness.pipeline.evaluate import generate_and_score
-    from harness.pipeline.planning import incomplete, plan_run_tasks
-    from harness.prompts import PromptTemplates
+    from harness.pipeline.planning import plan_run_tasks
     from harness.store import RunFolder
-    from tasks.base import ScoringContext
 
     t0 = time.perf_counter()
-    run = RunFolder(run_root)
-    plans = plan_run_tasks(cfg, data_dir)
+    new = evaluate_label(cfg, RunFolder(run_root), label, model_path, plan_run_tasks(cfg, data_dir))
+    seconds = round(time.perf_counter() - t0, 2)
+    if new:
+        console.print(f"  {label}: evaluated ({new} new samples) in {seconds:.1f}s")
+    return JobTiming(f"eval {label}", seconds, new)
+
+
+def evaluate_label(cfg: Any, run: Any, label: str, model_path: str, plans: list[Any], ctx: Any = None) -> int:
+    """Fill `label`'s samples of `plans` (the model loads only if one is incomplete); new sample count.
+    `ctx`: a ScoringContext shared between calls (its grader pool is costly to start), else a new one."""
+    from harness.backends.base import make_backend
+    from harness.pipeline.evaluate import generate_and_score
+    from harness.pipeline.planning import incomplete
+    from harness.prompts import PromptTemplates
+    from tasks.base import ScoringContext
+
     templates = PromptTemplates().with_overrides(cfg.prompts)
     pending = [p for p in plans if incomplete(run, label, p, cfg.task_eval(p.task.name).get("n", 1))]
     if not pending:
-        console.print(f"  {label}: evaluation cached")
-        return JobTiming(f"eval {label}", 0.0, 0)
+        console.print(f"  {label}: evaluation cached", highlight=False)
+        return 0
     new = 0
     batch = cfg.eval.get("batch_size", 32)
     with (
-        ScoringContext() as ctx,
+        ScoringContext() if ctx is None else nullcontext(ctx) as ctx,
         make_backend(
             "transformers", model=model_path, templates=templates, batch_size=batch, label=label
         ) as b,
@@ -109,6 +120,4 @@ def eval_job(cfg: Any, run_root: Path, label: str, model_path: str, data_dir: Pa
         for plan in pending:
             n = cfg.task_eval(plan.task.name).get("n", 1)
             new += generate_and_score(run, b, label, plan, n, cfg.seed, templates, ctx)
-    seconds = round(time.perf_counter() - t0, 2)
-    console.print(f"  {label}: evaluated ({new} new samples) in {seconds:.1f}s")
-    return JobTiming(f"eval {label}", seconds, new)
+    return new

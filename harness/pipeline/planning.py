@@ -79,21 +79,24 @@ def train_progress(label: str) -> Callable[[dict[str, Any]], None]:
 
 
 def plan_run_tasks(cfg: RunConfig, data_dir: Path | None) -> list[TaskPlan]:
-    plans = []
-    for name in cfg.tasks:
-        task = get_task(name)
-        settings = cfg.task_eval(name)
-        items = require_items(task, data_dir)
-        if settings.get("limit"):
-            items = items[: settings["limit"]]
-        mode = settings.get("prompt_mode", ZERO_SHOT_CHAT)
-        if mode != ZERO_SHOT_CHAT:
-            set_prompt_mode(task, mode, cfg.base is None or model_has_chat_template(cfg.base))
-        sampling = task_sampling(
-            task, settings.get("temperature", 0.0), settings.get("top_p", 1.0), settings.get("max_new_tokens")
-        )
-        plans.append(TaskPlan(task, items, sampling, store=samples_file_name(task, sampling)))
-    return plans
+    return [plan_task(cfg, name, data_dir) for name in cfg.tasks]
+
+
+def plan_task(cfg: RunConfig, name: str, data_dir: Path | None) -> TaskPlan:
+    """One task as the run evaluates it (a test task, or the validation task of checkpoint choice): the
+    run's `eval:` settings under the task's own `task_settings`."""
+    task = get_task(name)
+    settings = cfg.task_eval(name)
+    items = require_items(task, data_dir)
+    if settings.get("limit"):
+        items = items[: settings["limit"]]
+    mode = settings.get("prompt_mode", ZERO_SHOT_CHAT)
+    if mode != ZERO_SHOT_CHAT:
+        set_prompt_mode(task, mode, cfg.base is None or model_has_chat_template(cfg.base))
+    sampling = task_sampling(
+        task, settings.get("temperature", 0.0), settings.get("top_p", 1.0), settings.get("max_new_tokens")
+    )
+    return TaskPlan(task, items, sampling, store=samples_file_name(task, sampling))
 
 
 def incomplete(run: RunFolder, label: str, plan: TaskPlan, n: int) -> bool:

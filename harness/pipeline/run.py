@@ -25,6 +25,7 @@ from harness.backends.roles import role_identity
 from harness.config import ConfigError
 from harness.locks import FolderLock
 from harness.manifest import build_manifest
+from harness.pipeline.checkpoint_choice import apply_choice, check_held_out, choice_job, validation_plan
 from harness.pipeline.evaluate import TaskPlan, default_label, summarize_model
 from harness.pipeline.jobs import JobTiming, default_workers, eval_job, make_executor, train_job
 from harness.pipeline.planning import model_key, model_label, plan_run_tasks, task_spec
@@ -120,6 +121,8 @@ def _run_locked(
     stages = Stages(1 + 3 * students)
     console.print(f"run folder: {run.root}" + (f" ({students} base students)" if students > 1 else ""))
     plans = stages.run("plan tasks", lambda: plan_run_tasks(cfg, data_dir))  # bad task data fails first
+    if cfg.validation_task():  # a validation task that overlaps a test set or the training data: no work
+        check_held_out(validation_plan(cfg, data_dir), plans, world.train_items())
     worlds = [world.for_student(s) if s else world for s in range(students)]
     workers = cfg.workers or default_workers(cfg.base)
     jobs: list[JobTiming] = []
@@ -156,7 +159,7 @@ def _run_locked(
             records_paths.append(records_path)
     trained.sort(key=[m.label for m in models].index)
     new = sum(j.result for j in jobs if j.name.startswith("eval "))
-    results = summarize_run(cfg, run, models, plans, records_paths)
+    results = summarize_run(cfg, run, models, plans, records_paths, data_dir)
     write_json_atomic(results_path, results)
     jobs_s = {j.name: j.seconds for j in sorted(jobs, key=lambda j: j.name)}
     timings = {**stages.timings, "jobs": jobs_s, "workers": workers}
@@ -268,6 +271,8 @@ def train_and_evaluate(
     entries: list[ModelEntry] = []
     pending: dict[Future, ModelEntry] = {}
     evals: list[Future] = []
+    # With checkpoint choice a trained model's job evaluates its checkpoints on the validation task first.
+    trained_eval = choice_job if cfg.validation_task() else eval_job
     for method in cfg.methods:
         for seed in cfg.seeds:
             settings = cfg.method_train_settings(method)
@@ -277,7 +282,7 @@ def train_and_evaluate(
             entries.append(entry)
             if (Path(entry.path) / "cgd_train.json").is_file():
                 console.print(f"  {entry.label}: trained (cached)")
-                evals.append(pool.submit(eval_job, cfg, run.root, entry.label, entry.path, data_dir))
+                evals.append(pool.submit(trained_eval, cfg, run.root, entry.label, entry.path, data_dir))
                 continue
             if Path(entry.path).exists():  # left half-written by an older version killed mid-training
                 shutil.rmtree(entry.path)
@@ -300,7 +305,7 @@ def train_and_evaluate(
         entry = pending[future]
         jobs.append(future.result())
         trained.append(entry.label)
-        evals.append(pool.submit(eval_job, cfg, run.root, entry.label, entry.path, data_dir))
+        evals.append(pool.submit(trained_eval, cfg, run.root, entry.label, entry.path, data_dir))
     jobs.extend(f.result() for f in evals)
     for entry in entries:
         entry.train_result = json.loads((Path(entry.path) / "cgd_train.json").read_text()).get("result")
@@ -308,15 +313,25 @@ def train_and_evaluate(
 
 
 def summarize_run(
-    cfg: RunConfig, run: RunFolder, models: list[ModelEntry], plans: list[TaskPlan], records_paths: list[Path]
+    cfg: RunConfig,
+    run: RunFolder,
+    models: list[ModelEntry],
+    plans: list[TaskPlan],
+    records_paths: list[Path],
+    data_dir: Path | None = None,
 ) -> dict[str, Any]:
     import json
 
     from harness.comparison import compare_methods
     from harness.results import results_document
 
+    extra: dict[str, Any] = {}
+    evaluated = models
+    if cfg.validation_task():  # each method is reported by its chosen checkpoints; the last ones beside them
+        choice = apply_choice(cfg, run, models, data_dir)
+        models, evaluated, extra["checkpoint_choice"] = choice.reported, choice.evaluated, choice.block
     per_model = {}
-    for entry in models:
+    for entry in evaluated:
         plans_n = {}
         for plan in plans:
             plans_n[plan.task.name] = summarize_model(
@@ -327,12 +342,11 @@ def summarize_run(
     for entry in models:
         methods.setdefault(entry.method, []).append(entry.label)
     specs = [task_spec(p, cfg.task_eval(p.task.name).get("n", 1)) for p in plans]
-    students = {e.label: e.student for e in models}
+    students = {e.label: e.student for e in evaluated}
     several = len(records_paths) > 1
     comparison = compare_methods(run, methods, specs, cfg.bootstrap, students if several else None)
-    training = {e.label: _stable_train_result(e.train_result) for e in models if e.train_result}
+    training = {e.label: _stable_train_result(e.train_result) for e in evaluated if e.train_result}
     critique = json.loads((records_paths[0].parent / "summary.json").read_text())
-    extra: dict[str, Any] = {}
     if several:  # one critique dataset per student, each from its own drafts
         extra["students"] = students
         extra["critique_data_students"] = [

@@ -1,4 +1,5 @@
-"""The toy benchmarks: toy_id (MATH-500 analogue), toy_ood (AIME analogue), toy_format (IFEval analogue).
+"""The toy benchmarks: toy_id (MATH-500 analogue), toy_ood (AIME analogue), toy_format (IFEval analogue), and
+toy_val, a held-out slice of the training problems for choosing a checkpoint (never a test set).
 
 Items are generated from a ToyWorldConfig, so `data_dir` is ignored. toy_id and toy_ood are graded by
 the same MathGrader as the real math tasks (final \\boxed{} answer); toy_format checks the requested
@@ -7,6 +8,7 @@ output format (strict and loose, as IFEval) and, separately, the answer.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,11 +17,14 @@ from harness.types import Completion, Item, Message, Outcome, Verdict
 from tasks.base import Scored, ScoringContext, Task, register_task
 from tasks.toy.formatting import FORMAT_KINDS, check_format, format_answer, format_prompt
 from tasks.toy.world import (
+    ToyProblem,
     ToyWorldConfig,
     format_test_problems,
     id_test_problems,
     make_item,
     ood_test_problems,
+    sample_problems,
+    train_items,
 )
 
 
@@ -71,6 +76,35 @@ class ToyOOD(_ToyMathTask):
     def load(self, data_dir: Path | None) -> list[Item]:
         probs = ood_test_problems(self.config)
         return [make_item(p, f"toy_ood-{i:04d}", self.config, "test") for i, p in enumerate(probs)]
+
+
+@register_task("toy_val")
+class ToyVal(_ToyMathTask):
+    description = (
+        "Toy world, validation: held-out training-split problems (2-4 steps), none in the critique data; "
+        "for checkpoint choice."
+    )
+    default_max_new_tokens = 128  # as toy_id: the same step counts
+    #: 200 items, step counts cycling 2, 3, 4 as in toy_id. The train bucket holds 518 two-step problems and
+    #: the critique data takes 400 of them, so about 350 items is the most this task can hold.
+    size = 200
+
+    def load(self, data_dir: Path | None) -> list[Item]:
+        return list(_validation_items(self.config, self.size))
+
+
+@functools.lru_cache(maxsize=4)
+def _validation_items(config: ToyWorldConfig, size: int) -> tuple[Item, ...]:
+    """Cached: a run plans its validation task in every job, and drawing it means drawing the critique data's
+    problems first (about 1 s)."""
+    # From the training bucket (the distribution the critique data was drawn from) but its own stream, minus
+    # every critique-data problem of the default world: held out from training, disjoint from the test
+    # bucket by hash. A run that enlarges n_train is checked against its own problems by the run.
+    taken = frozenset(ToyProblem.from_meta(it.metadata).expression() for it in train_items(config))
+    probs = sample_problems(config, "train", config.id_steps, size, "validation", exclude=taken)
+    return tuple(
+        make_item(p, f"toy_val-{i:04d}", config, "train", role="validation") for i, p in enumerate(probs)
+    )
 
 
 @register_task("toy_format")
