@@ -24,6 +24,7 @@ from reports.ledger import accuracy_vs_tokens, ledger_tables
 from reports.paper_layout import run_tables
 from reports.reliance import analysis_figures, analysis_tables
 from reports.rundata import RunData, read_json
+from reports.students import students_table
 from reports.table_render import Table, to_csv, to_html, to_latex, to_markdown
 
 REPORT_DIR = "report"
@@ -55,7 +56,14 @@ def build_report(run_dir: str | Path, out: str | Path | None = None) -> Report:
     for sub in ("tables", "figures"):
         shutil.rmtree(out / sub, ignore_errors=True)
     report = Report(out)
-    report.tables = run_tables(run) + choice_tables(run) + ledger_tables(run) + analysis_tables(run.root)
+    per_student = students_table(run) if run.paired else None  # right after the scores and differences
+    report.tables = (
+        run_tables(run)
+        + ([per_student] if per_student is not None else [])
+        + choice_tables(run)
+        + ledger_tables(run)
+        + analysis_tables(run.root)
+    )
     contamination = find_overlaps(run) if run.paired and run.critique_records else None
     if contamination is not None:
         report.tables += contamination_tables(run, contamination)

@@ -214,6 +214,8 @@ def test_several_base_students_each_with_their_own_data_and_models(first, tmp_pa
     assert results["comparison"]["cells"]["cgd"]["toy_id"]["students"] == 2
     assert len(results["critique_data_students"]) == 2
     assert "(2 students)" in (folder / "report" / "tables" / "scores.md").read_text()
+    per_student = (folder / "report" / "tables" / "students.md").read_text()
+    assert "CGD · student 0" in per_student and "CGD · student 1" in per_student
     again = toy_run(tmp_path / "runs", tmp_path / "cache", monkeypatch, "--config", str(cfg))
     assert "trained 0 model(s), 0 new samples" in again.output
     assert json.loads((folder / "results.json").read_text()) == results
