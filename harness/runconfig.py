@@ -18,6 +18,9 @@ from trainers.config import TrainConfig, train_keys
 
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 
+#: Engines a run can generate with its student and the models it trains (an HTTP server cannot be trained).
+STUDENT_ENGINES = ("transformers", "vllm")
+
 
 def _field_names(cls: type) -> set[str]:
     return {f.name for f in fields(cls)}
@@ -35,6 +38,9 @@ class RunConfig:
     base: str | None = None  # None: the toy world's tiny student, built and cached
     #: "exact-toy", a model id / directory, or a backend role: {backend: openai, model: ..., base_url: ...}
     teacher: str | dict[str, Any] = "exact-toy"
+    #: The engine that generates with the student and every trained model (drafts and evaluations):
+    #: {backend: vllm, tensor_parallel_size: 8, ...}; empty: in-process transformers. The model is `base`.
+    student: dict[str, Any] = field(default_factory=dict)
     problems: str = "toy"  # "toy", "math_train", a task name, or a .jsonl file
     num_problems: int | None = None
     methods: list[str] = field(default_factory=lambda: ["sft", "cft", "cgd"])
@@ -102,6 +108,8 @@ class RunConfig:
             raise ConfigError(str(exc)) from None
         if self.teacher == "exact-toy" and self.problems != "toy":
             raise ConfigError("the exact toy teacher only knows toy problems (problems: toy)")
+        if self.student:
+            self._check_student_engine()
         if self.checkpoint_choice:
             self._check_checkpoint_choice()
         return self
@@ -130,6 +138,32 @@ class RunConfig:
                 "(e.g. [0.25, 0.5, 0.75])"
             )
         self.checkpoint_choice = choice
+
+    def _check_student_engine(self) -> None:
+        engine = self.student.get("backend", "transformers")
+        if engine not in STUDENT_ENGINES:
+            raise ConfigError(
+                f"student.backend {engine!r}: a run trains its student, so the student must run where the "
+                f"run runs ({', '.join(STUDENT_ENGINES)}); evaluate a served model with `cgd-bench eval "
+                "--backend openai`, or build its data with `cgd-bench data build --student-backend openai`"
+            )
+        if "model" in self.student or "adapter" in self.student:
+            raise ConfigError(
+                "student: set the model with `base:`; `student:` only says which engine runs it"
+            )
+
+    def check_engines_here(self) -> None:
+        """The student's engine is installed on this machine: checked when a run starts, not when a config
+        is resolved, so a GPU config can still be read and checked anywhere."""
+        if self.student.get("backend") == "vllm":
+            from harness.backends.vllm_backend import INSTALL_HINT, vllm_available
+
+            if not vllm_available():
+                raise ConfigError(f"student.backend vllm: {INSTALL_HINT}")
+
+    def student_role(self, model: str) -> dict[str, Any]:
+        """The backend role that generates with `model` (the base or a trained model) in this run."""
+        return {"backend": "transformers", **self.student, "model": model}
 
     def validation_task(self) -> str | None:
         """The task checkpoints are chosen on, or None when the run reports its final models."""

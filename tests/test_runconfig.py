@@ -17,6 +17,7 @@ def test_paper_example_config_resolves():
     cfg = resolve_run_config(None, REPO_CONFIGS / "paper-llama8b.yaml", {})
     assert cfg.base == "meta-llama/Llama-3.1-8B-Instruct"
     assert cfg.teacher["model"] == "meta-llama/Llama-3.3-70B-Instruct"
+    assert cfg.student_role(cfg.base)["backend"] == "vllm" and cfg.student["data_parallel_size"] == 8
     assert cfg.train["lr"] == 1e-6 and cfg.train["lora"] is False
     assert cfg.task_eval("aime24")["n"] == 16 and cfg.task_eval("math500")["n"] == 1
 

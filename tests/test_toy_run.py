@@ -4,6 +4,7 @@ trained model differs from the base student."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -251,3 +252,65 @@ def test_sweep_over_the_learning_rate_reuses_the_data_and_reports_the_lr_claim(f
         parse_sweep(["lr=1,2"])
     bad = runner.invoke(app, [*args[:-1], "train.lr=1e-3,abc"])
     assert bad.exit_code == 2 and "train.lr must be a number" in bad.output
+
+
+def test_student_engine_generates_drafts_and_every_evaluation(first, tmp_path, monkeypatch):
+    """`student: {...}` names the engine that runs the student and every trained model: each backend of the
+    run (the drafts and every model's evaluation) is built from that role. Transport options such as
+    batch_size do not move the run folder; a different engine would."""
+    import shutil
+
+    import harness.backends.roles as roles
+    import harness.pipeline.run as run_module
+    from harness.pipeline.run import run_folder_identity
+    from harness.pipeline.worlds import make_world
+    from harness.runconfig import resolve_run_config
+
+    root, run_dir, _ = first
+    shutil.copytree(root / "cache", tmp_path / "cache")
+    built: list[dict] = []
+    real = roles.make_role_backend
+
+    def spy(role, state_dir=None, **defaults):  # noqa: ANN001, ANN202
+        built.append({**defaults, **(role if isinstance(role, dict) else {"model": role})})
+        return real(role, state_dir, **defaults)
+
+    monkeypatch.setattr(roles, "make_role_backend", spy)
+    monkeypatch.setattr(run_module, "make_role_backend", spy)
+    cfg = tmp_path / "engine.yaml"
+    cfg.write_text("preset: toy-ci\nstudent: {backend: transformers, batch_size: 8}\n")
+    toy_run(tmp_path / "runs", tmp_path / "cache", monkeypatch, "--config", str(cfg), "--workers", "1")
+    (folder,) = (tmp_path / "runs").iterdir()
+    assert folder.name == run_dir.name  # the same engine: the same folder
+    labels = set(json.loads((folder / "results.json").read_text())["models"])
+    assert {Path(b["model"]).name for b in built} >= labels - {"base"}
+    assert all(b["backend"] == "transformers" and b["batch_size"] == 8 for b in built)
+    assert sum(b.get("label") is None for b in built) == 1  # the drafts' backend; evaluations carry labels
+
+    other = resolve_run_config(None, cfg, {})
+    other.student = {"backend": "vllm", "tensor_parallel_size": 2}
+    plain = resolve_run_config("toy-ci", None, {})
+    world = make_world(plain, None)
+    assert run_folder_identity(other, world) != run_folder_identity(plain, world)
+
+
+@pytest.mark.parametrize(
+    ("student", "message"),
+    [
+        ("{backend: openai, base_url: 'http://127.0.0.1:1/v1'}", "a run trains its student"),
+        ("{model: other}", "set the model with `base:`"),
+        pytest.param(
+            "{backend: vllm}",
+            "student.backend vllm: the vllm backend needs vLLM",
+            marks=pytest.mark.skipif(
+                __import__("importlib").util.find_spec("vllm") is not None, reason="vLLM is installed here"
+            ),
+        ),
+    ],
+)
+def test_student_engine_errors_are_one_line_before_any_work(tmp_path, student, message):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(f"preset: toy-ci\nstudent: {student}\n")
+    result = runner.invoke(app, ["run", "--config", str(cfg), "--out", str(tmp_path / "runs")])
+    assert result.exit_code == 2 and message in result.output
+    assert result.output.count("\n") == 1 and not (tmp_path / "runs").exists()

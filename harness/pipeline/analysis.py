@@ -13,8 +13,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.backends.base import Backend, make_backend
+from harness.backends.base import Backend
 from harness.backends.replay import sample_key
+from harness.backends.roles import make_role_backend
 from harness.config import ConfigError, load_yaml
 from harness.pipeline.evaluate import CHUNK, sample_record
 from harness.pipeline.planning import plan_run_tasks
@@ -40,9 +41,10 @@ def run_config(run_root: str | Path) -> RunConfig:
     return RunConfig(**load_yaml(path)).validate()
 
 
-def load_model(path: str, label: str, templates: PromptTemplates, batch_size: int) -> Backend:
-    """A model of the run, loaded as the run's evaluation loads it (harness/pipeline/jobs.eval_job)."""
-    return make_backend("transformers", model=path, templates=templates, batch_size=batch_size, label=label)
+def load_model(cfg: RunConfig, path: str, label: str, templates: PromptTemplates, batch_size: int) -> Backend:
+    """A model of the run, loaded as the run's evaluation loads it (harness/pipeline/jobs.eval_job): on the
+    run's student engine."""
+    return make_role_backend(cfg.student_role(path), templates=templates, batch_size=batch_size, label=label)
 
 
 class OnDemand(Backend):
@@ -123,7 +125,7 @@ class RunView:
     def load(self, label: str) -> OnDemand:
         batch = int(self.cfg.eval.get("batch_size", 32))
         path = self.model_path(label)
-        return OnDemand(lambda: load_model(path, label, self.templates, batch), label)
+        return OnDemand(lambda: load_model(self.cfg, path, label, self.templates, batch), label)
 
 
 def open_run(

@@ -98,7 +98,7 @@ def eval_job(cfg: Any, run_root: Path, label: str, model_path: str, data_dir: Pa
 def evaluate_label(cfg: Any, run: Any, label: str, model_path: str, plans: list[Any], ctx: Any = None) -> int:
     """Fill `label`'s samples of `plans` (the model loads only if one is incomplete); new sample count.
     `ctx`: a ScoringContext shared between calls (its grader pool is costly to start), else a new one."""
-    from harness.backends.base import make_backend
+    from harness.backends.roles import make_role_backend
     from harness.pipeline.evaluate import generate_and_score
     from harness.pipeline.planning import incomplete
     from harness.prompts import PromptTemplates
@@ -113,8 +113,8 @@ def evaluate_label(cfg: Any, run: Any, label: str, model_path: str, plans: list[
     batch = cfg.eval.get("batch_size", 32)
     with (
         ScoringContext() if ctx is None else nullcontext(ctx) as ctx,
-        make_backend(
-            "transformers", model=model_path, templates=templates, batch_size=batch, label=label
+        make_role_backend(
+            cfg.student_role(model_path), templates=templates, batch_size=batch, label=label
         ) as b,
     ):
         for plan in pending:

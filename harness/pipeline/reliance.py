@@ -103,7 +103,10 @@ def critique_drafts(view: RunView, store: RunFolder) -> dict[tuple[str, str], Sa
     for student, pairs in todo.items():
         base = next(lb for lb in view.results["methods"]["base"] if view.student(lb) == student)
         with OnDemand(
-            lambda base=base: load_model(view.model_path(base), base, view.templates, data.batch_size), base
+            lambda base=base: load_model(
+                view.cfg, view.model_path(base), base, view.templates, data.batch_size
+            ),
+            base,
         ) as student_backend:
             teacher = view.world_of(student).teacher(student_backend, store.root / "teacher")
             try:

@@ -20,8 +20,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.backends.base import Backend, make_backend
-from harness.backends.roles import role_identity
+from harness.backends.base import Backend
+from harness.backends.roles import make_role_backend, role_identity
 from harness.config import ConfigError
 from harness.locks import FolderLock
 from harness.manifest import build_manifest
@@ -85,7 +85,12 @@ def run_folder_identity(cfg: RunConfig, world: World) -> dict[str, Any]:
     setting) changes the folder, not only a user's override of it."""
     from trainers.llm_teacher import TeacherPrompts
 
+    # The student's engine decides its drafts (vLLM and transformers sample differently); the default one is
+    # left out so that folders of runs without `student:` keep their names.
+    identity = role_identity({"backend": "transformers", **cfg.student})
+    engine = {"student_engine": identity} if identity != {"backend": "transformers"} else {}
     return {
+        **engine,
         "world": world.identity(),
         "teacher": role_identity(cfg.teacher),
         "problems": cfg.problems,
@@ -101,6 +106,7 @@ def run_pipeline(cfg: RunConfig, wait: bool = False, results_name: str = "result
     """`wait`: queue behind another process that holds the run folder instead of refusing (exit 2).
     `results_name`: a sweep point that shares the folder (only training settings differ) writes its own."""
     cfg.validate()
+    cfg.check_engines_here()
     data_dir = resolve_data_dir(cfg.data_dir)
     world = make_world(cfg, data_dir)
     run = RunFolder.for_config(Path(cfg.out), cfg.name, run_folder_identity(cfg, world))
@@ -176,17 +182,17 @@ class LazyBackend(Backend):
     """Loads the model on the first generate call: a resumed build whose generation stages are all done
     re-assembles and re-filters the records without loading anything."""
 
-    def __init__(self, **kwargs: Any):
-        self.kwargs, self._backend = kwargs, None
-        self.name = "transformers"
+    def __init__(self, role: dict[str, Any], **kwargs: Any):
+        self.role, self.kwargs, self._backend = role, kwargs, None
+        self.name = str(role.get("backend", "transformers"))
 
     @property
     def label(self) -> str:
-        return default_label(self.kwargs["model"], None)
+        return default_label(self.role["model"], None)
 
     def generate(self, requests, sampling, progress=None):  # noqa: ANN001, ANN201 - the Backend signature
         if self._backend is None:
-            self._backend = make_backend("transformers", **self.kwargs)
+            self._backend = make_role_backend(self.role, **self.kwargs)
         return self._backend.generate(requests, sampling, progress)
 
     def close(self) -> None:
@@ -223,7 +229,7 @@ def build_critique_data(
     filters = tuple(DEFAULT_FILTERS if data.filters is None else data.filters)
     options = BuildOptions(student_sampling=sampling, filters=filters, seed=cfg.seed)
     with (
-        LazyBackend(model=base_path, batch_size=data.batch_size) as student,
+        LazyBackend(cfg.student_role(base_path), batch_size=data.batch_size) as student,
         ScoringContext() as ctx,
     ):
         teacher = world.teacher(student, out / "teacher")
