@@ -15,6 +15,7 @@ import html
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from harness.store import write_text_atomic
 from reports.checkpoints import choice_figure, choice_tables
@@ -119,9 +120,33 @@ def beside_the_paper(run: RunData) -> str:
             if run.paired and all(m in have for m in members):
                 rows[method][f"avg_{group}"] = 100 * run.group_cell(method, list(members), n_boot)[0]
     paper = load_paper("cgd-2505.11628")
-    parts = [side_by_side(paper, table_id, rows) for table_id in BESIDE_TABLES]
+    parts = [
+        side_by_side(paper, table_id, rows, _evaluated_models(paper, table_id, run))
+        for table_id in BESIDE_TABLES
+    ]
     shared = [p for p in parts if "| " in p]
+    if shared and _is_eval_folder(run):
+        shared.insert(
+            0,
+            "An evaluated model (an `eval` folder, no training) is set beside the paper's first base row, "
+            "LLaMA3.1-8B-Instruct evaluated before any training: another model, so compare levels with care.",
+        )
     return "\n\n".join(shared)
+
+
+def _is_eval_folder(run: RunData) -> bool:
+    """An `eval` folder evaluates models as they are: no comparison of trained methods."""
+    return "comparison" not in run.results and "base" not in run.methods
+
+
+def _evaluated_models(paper: Any, table_id: str, run: RunData) -> dict[str, str] | None:
+    """In an eval folder, every model maps to the table's first reported base row (the paper's untrained
+    instruct model); in a run, methods map to the paper's rows by name."""
+    if not _is_eval_folder(run):
+        return None
+    table = paper.table(table_id)
+    base = next((r.key for r in table.rows if r.derived is None and r.method == "base"), None)
+    return {m: base for m in run.methods} if base else None
 
 
 def audit_markdown(run: RunData, worth_a_look: int = 10) -> str:

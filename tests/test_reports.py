@@ -277,3 +277,24 @@ def test_a_real_benchmark_run_is_set_beside_the_paper(tmp_path):
     toy = write_run(tmp_path / "t", {"base": {"toy_id": correctness(0.5, 10, 1, 1)}})
     build_report(toy)
     assert "## Beside the paper" not in (toy / "report" / "index.md").read_text()
+
+
+def test_an_evaluated_model_is_set_beside_the_papers_base_row(tmp_path):
+    """`cgd-bench eval` folders hold models, not methods: each is set beside the paper's untrained base row,
+    with the group average it has (G1 here) and said to be another model."""
+    tasks = {
+        t: ("math", "accuracy", f"{t}-aaaa1111")
+        for t in ("math500", "minerva_math", "gsm8k", "olympiadbench", "amc23")
+    }
+    scores = {"some-model": {t: correctness(0.4, 12, 1, i) for i, t in enumerate(tasks)}}
+    run_dir = write_run(tmp_path / "e", scores, tasks=tasks)
+    results = json.loads((run_dir / "results.json").read_text())
+    results.pop("comparison")
+    (run_dir / "results.json").write_text(json.dumps(results))
+    build_report(run_dir)
+    section = (run_dir / "report" / "index.md").read_text().split("## Beside the paper", 1)[1]
+    assert "another model" in section
+    label = results["methods"]["some-model"][0]
+    value = 100 * results["models"][label]["math500"]["metrics"][0]["value"]
+    assert f"| some-model ↔ LLaMA3.1-8B-Instruct (base) | MATH500 | 50.6 | {value:.1f} |" in section
+    assert "| Avg G1 | 41.3 |" in section
