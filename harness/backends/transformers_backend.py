@@ -4,6 +4,10 @@ Sampling uses a per-request seed: generate() runs greedy decoding over logits to
 added temperature, top-p and Gumbel noise drawn from each row's own torch.Generator. argmax over
 Gumbel-perturbed logits is an exact sample from the softmax, and because every row owns its generator a
 sample depends on (prompt, seed) only, not on which other requests share its batch.
+
+On CPU, Llama-family models decode through harness/backends/llama_engine.py (continuous batching on a
+preallocated KV cache; same tokens as transformers' loop, which `engine="transformers"` keeps); other
+models and devices use `decode` below.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.backends.base import Backend, BackendError, ProgressFn, register_backend, safe_label
+from harness.backends.llama_engine import LlamaEngine, unsupported_reason
 from harness.chat import chat_template_sha, render_prompt
 from harness.prompts import PromptTemplates
 from harness.types import (
@@ -55,6 +60,8 @@ class TransformersBackend(Backend):
         device: str | None = None,
         dtype: str = "auto",
         label: str | None = None,
+        engine: str = "auto",
+        quantize: str | None = None,
         **model_kwargs: Any,
     ):
         import torch
@@ -110,12 +117,33 @@ class TransformersBackend(Backend):
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.eos_ids = self._eos_ids()
+        self.engine_name, self.engine = self._make_engine(engine, quantize)
+        self.quantize = quantize
         base = safe_label(self.model_id)
         self._label = label or (f"{base}+{safe_label(self.adapter)}" if self.adapter else base)
 
     @property
     def label(self) -> str:
         return self._label
+
+    def _make_engine(self, engine: str, quantize: str | None) -> tuple[str, LlamaEngine | None]:
+        """engine "auto": the continuous-batching engine (llama_engine.py) where it supports the model, else
+        transformers' forward with its own cache; "transformers": always the latter. quantize "int8"
+        (engine only) changes the floats, so it is never chosen for the user."""
+        if engine not in ("auto", "continuous", "transformers"):
+            raise BackendError(f"engine={engine!r}: expected auto, continuous or transformers")
+        if quantize not in (None, "int8"):
+            raise BackendError(f"quantize={quantize!r}: expected int8")
+        reason = unsupported_reason(self.model) if engine != "transformers" else "engine=transformers"
+        if reason is None and engine == "auto" and not self.device.startswith("cpu"):
+            reason = "auto picks it on CPU only, where its outputs are tested against transformers'"
+        if reason is None and self.adapter is not None and hasattr(self.model, "peft_config"):
+            reason = "an unmerged adapter"
+        if reason is not None:
+            if engine == "continuous" or quantize:
+                raise BackendError(f"the continuous-batching engine cannot run {self.model_id}: {reason}")
+            return "transformers", None
+        return "continuous", LlamaEngine(self.model, quantize=quantize)
 
     def _eos_ids(self) -> list[int]:
         ids = getattr(self.model.generation_config, "eos_token_id", None)
@@ -135,6 +163,8 @@ class TransformersBackend(Backend):
             "chat_template_sha256": chat_template_sha(self.tokenizer),
             "device": self.device,
             "dtype": self.dtype,
+            "engine": self.engine_name,
+            "quantize": self.quantize,
         }
 
     def render(self, request: GenerationRequest) -> str:
@@ -150,6 +180,8 @@ class TransformersBackend(Backend):
         encoded = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
         # Length-sorted batches waste little compute on padding.
         order = sorted(range(len(requests)), key=lambda i: (len(encoded[i]), i))
+        if self.engine is not None:
+            return self._generate_continuous(requests, sampling, prompts, encoded, order, progress)
         results: list[Completion | None] = [None] * len(requests)
         for start in range(0, len(order), self.batch_size):
             batch = order[start : start + self.batch_size]
@@ -173,6 +205,66 @@ class TransformersBackend(Backend):
                 )
             if progress:
                 progress(len(batch))
+        return [r for r in results if r is not None]
+
+    def _generate_continuous(
+        self,
+        requests: Sequence[GenerationRequest],
+        sampling: SamplingParams,
+        prompts: list[str],
+        encoded: list[list[int]],
+        order: list[int],
+        progress: ProgressFn | None,
+    ) -> list[Completion]:
+        import torch
+
+        assert self.engine is not None
+        sampler = (
+            None
+            if sampling.greedy
+            else SeededSampler([requests[i].seed for i in order], sampling.temperature, sampling.top_p, "cpu")
+        )
+        generators = sampler.generators if sampler is not None else []
+
+        def pick(logits: Any, rows: Sequence[int]) -> list[int]:
+            if sampler is None:
+                return logits.argmax(dim=-1).tolist()
+            sampler.generators = [generators[r] for r in rows]
+            return sampler(logits).argmax(dim=-1).tolist()
+
+        total = len(order)
+        beat = getattr(progress, "heartbeat", None)
+        on_step = None
+        if beat is not None:
+            on_step = lambda step, alive: beat(  # noqa: E731
+                f"token {step}, {alive}/{min(total, self.batch_size)} of this batch still writing"
+                if total <= self.batch_size
+                else f"token {step}, {alive} rows writing"
+            )
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            rows = self.engine.generate(
+                [encoded[i] for i in order],
+                sampling.max_new_tokens,
+                set(self.eos_ids),
+                pick,
+                self.batch_size,
+                on_step=on_step,
+                on_done=(lambda _row: progress(1)) if progress else None,
+            )
+        per = (time.perf_counter() - t0) / max(1, total)
+        results: list[Completion | None] = [None] * len(requests)
+        for i, ids in zip(order, rows, strict=True):
+            ids, text, reason = self._finish(ids, sampling)
+            results[i] = Completion(
+                key=requests[i].key,
+                prompt=prompts[i],
+                text=text,
+                finish_reason=reason,
+                prompt_tokens=len(encoded[i]),
+                completion_tokens=len(ids),
+                seconds=round(per, 4),
+            )
         return [r for r in results if r is not None]
 
     def _generate_batch(
