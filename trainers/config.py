@@ -56,6 +56,15 @@ class TrainConfig:
     #: Keep intermediate checkpoints at these fractions of the optimizer steps (each in (0, 1); the final
     #: model is always kept), so that one can be chosen on a validation split (docs/analyses.md).
     save_fractions: list[float] | None = None
+    #: Padding-free batches (trainers/packing.py): a batch's examples back to back in one row with
+    #: per-example position ids, as TRL's padding-free / `bfd` collator; no pad token is computed and examples
+    #: never attend to each other. Same examples per step and same loss to rounding, but other float sums,
+    #: so off by default (recorded results must reproduce bit for bit); benchmarks/training_vs_trl.py.
+    padding_free: bool = False
+    #: Logits only at the positions that predict a target token (per row of a packed batch; the union of the
+    #: rows' target columns in a padded one), through the model's `logits_to_keep` index tensor. Supersedes
+    #: `targets_only_logits`; same loss to rounding, off by default for the same reason.
+    gather_target_logits: bool = False
 
     def __post_init__(self) -> None:
         get_method(self.method)  # fail early, listing the known methods

@@ -6,6 +6,8 @@ whatever BOS the model wants, and the generation backend encodes prompts the sam
 and the labels of the prompt tokens are -100. LoRA (peft) or full fine-tuning; under `accelerate launch`
 the Trainer spreads the work over GPUs. Output folders load with `PeftModel.from_pretrained(base, out_dir)`
 (LoRA) or `AutoModelForCausalLM.from_pretrained(out_dir)` (full); `cgd_train.json` records base and config.
+Opt-in speed levers (same loss to rounding, so off by default): `targets_only_logits`, and the padding-free
+batches and per-target logits of trainers/packing.py (benchmarks/training_vs_trl.py weighs them against TRL).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from harness.prompts import PromptTemplates
 from trainers.checkpoints import CheckpointSaver
 from trainers.config import Overlong, TrainConfig
 from trainers.methods import TrainingExample
+from trainers.packing import PackedCollator, gathered_target_loss, non_pad_tokens
 
 Progress = Callable[[dict[str, Any]], None]
 
@@ -161,11 +164,20 @@ class _CountingTrainer(Trainer):
     tokens_seen = 0
     target_tokens_seen = 0
     targets_only_logits = False
+    gather_target_logits = False
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if model.training:
-            self.tokens_seen += int(inputs["attention_mask"].sum())
+            self.tokens_seen += non_pad_tokens(inputs)
             self.target_tokens_seen += int((inputs["labels"][:, 1:] != -100).sum())
+        if self.gather_target_logits and not return_outputs:
+            loss = gathered_target_loss(model, inputs, num_items_in_batch)
+            # What Trainer.compute_loss does to a loss normalised by the token count of all ranks (DDP then
+            # averages gradients over ranks); a no-op in one process.
+            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+                scale = self.accelerator.num_processes // self.get_tp_size()
+                loss = loss * (scale if self.args.n_gpu <= 1 else self.args.n_gpu)
+            return loss
         if self.targets_only_logits:
             inputs = targets_only(inputs)
         return super().compute_loss(
@@ -299,12 +311,13 @@ def train(
         model=_load_model(config, bf16),
         args=_training_args(config, bf16),
         train_dataset=feats,
-        data_collator=PadCollator(_pad_id(tokenizer)),
+        data_collator=PackedCollator() if config.padding_free else PadCollator(_pad_id(tokenizer)),
         callbacks=[callback, *savers, *callbacks],
     )
     for saver in savers:
         saver.trainer = trainer
     trainer.targets_only_logits = config.targets_only_logits and accepts_logits_to_keep(trainer.model)
+    trainer.gather_target_logits = config.gather_target_logits and accepts_logits_to_keep(trainer.model)
     trainer.remove_callback(PrinterCallback)  # with tqdm off it prints every log dict; we keep our own log
     callback.trainer = trainer
     t0 = time.perf_counter()
