@@ -62,6 +62,9 @@ class RunConfig:
     #: {task: VALIDATION_TASK, rule: max_score}: report each training's checkpoint chosen on a validation
     #: task (needs train.save_fractions); empty: report the final models.
     checkpoint_choice: dict[str, Any] = field(default_factory=dict)
+    #: `accelerate launch` options for every training of the run ({num_processes: 8, config_file: ...}: the
+    #: trainers.launch.LaunchOptions fields); empty: train in the run's own process.
+    launch: dict[str, Any] = field(default_factory=dict)
     workers: int | None = (
         None  # parallel training/evaluation processes; None: 2 for the tiny toy student on CPU
     )
@@ -110,6 +113,8 @@ class RunConfig:
             raise ConfigError("the exact toy teacher only knows toy problems (problems: toy)")
         if self.student:
             self._check_student_engine()
+        if self.launch:
+            self.launch_options()
         if self.checkpoint_choice:
             self._check_checkpoint_choice()
         return self
@@ -151,6 +156,26 @@ class RunConfig:
             raise ConfigError(
                 "student: set the model with `base:`; `student:` only says which engine runs it"
             )
+
+    def launch_options(self) -> Any:
+        """The run's `launch:` as trainers.launch.LaunchOptions, or None to train in-process."""
+        if not self.launch:
+            return None
+        from trainers.launch import LaunchOptions
+
+        known = {f.name for f in fields(LaunchOptions)}
+        unknown = sorted(set(self.launch) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown launch key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
+        try:
+            options = {**self.launch}
+            if "extra_args" in options:
+                options["extra_args"] = tuple(options["extra_args"])
+            return LaunchOptions(**options)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"launch: {exc}") from None
 
     def check_engines_here(self) -> None:
         """The student's engine is installed on this machine: checked when a run starts, not when a config

@@ -18,6 +18,8 @@ def test_paper_example_config_resolves():
     assert cfg.base == "meta-llama/Llama-3.1-8B-Instruct"
     assert cfg.teacher["model"] == "meta-llama/Llama-3.3-70B-Instruct"
     assert cfg.student_role(cfg.base)["backend"] == "vllm" and cfg.student["data_parallel_size"] == 8
+    assert cfg.launch_options().num_processes == 8
+    assert cfg.train["batch_size"] * cfg.train["grad_accum"] * 8 == 64  # the paper's global batch
     assert cfg.train["lr"] == 1e-6 and cfg.train["lora"] is False
     assert cfg.task_eval("aime24")["n"] == 16 and cfg.task_eval("math500")["n"] == 1
 

@@ -299,6 +299,8 @@ def test_student_engine_generates_drafts_and_every_evaluation(first, tmp_path, m
     [
         ("{backend: openai, base_url: 'http://127.0.0.1:1/v1'}", "a run trains its student"),
         ("{model: other}", "set the model with `base:`"),
+        ("{backend: transformers}\nlaunch: {nproc: 2}", "unknown launch key(s) nproc"),
+        ("{backend: transformers}\nlaunch: {num_processes: 0}", "launch: num_processes must be at least 1"),
         pytest.param(
             "{backend: vllm}",
             "student.backend vllm: the vllm backend needs vLLM",
@@ -314,3 +316,24 @@ def test_student_engine_errors_are_one_line_before_any_work(tmp_path, student, m
     result = runner.invoke(app, ["run", "--config", str(cfg), "--out", str(tmp_path / "runs")])
     assert result.exit_code == 2 and message in result.output
     assert result.output.count("\n") == 1 and not (tmp_path / "runs").exists()
+
+
+def test_trainings_under_accelerate_launch_give_the_in_process_models(first, tmp_path, monkeypatch):
+    """`launch: {num_processes: 1}` trains every model of the run under `accelerate launch` (a CPU process
+    here; 8 GPUs in the paper's setting): same folders, same cache keys, and the same results."""
+    import shutil
+
+    root, run_dir, _ = first
+    shutil.copytree(root / "cache", tmp_path / "cache")
+    cfg = tmp_path / "launch.yaml"
+    cfg.write_text("preset: toy-ci\nlaunch: {num_processes: 1}\n")
+    result = toy_run(
+        tmp_path / "runs", tmp_path / "cache", monkeypatch, "--config", str(cfg), "--workers", "1"
+    )
+    assert "trained 3 model(s)" in result.output
+    (folder,) = (tmp_path / "runs").iterdir()
+    assert folder.name == run_dir.name
+    ours = json.loads((folder / "results.json").read_text())
+    theirs = json.loads((run_dir / "results.json").read_text())
+    assert set(ours["models"]) == set(theirs["models"])  # the launcher is not part of a model's key
+    assert ours["comparison"] == theirs["comparison"]  # one CPU process: the very same training

@@ -72,13 +72,20 @@ class JobTiming:
     result: Any
 
 
-def train_job(config: Any, examples: list[Any], label: str) -> JobTiming:
+def train_job(config: Any, examples: list[Any], label: str, launch: Any = None) -> JobTiming:
+    """One training, in this process or (`launch`: trainers.launch.LaunchOptions) under `accelerate launch`;
+    either way the model lands in config.out_dir through the same staging folder."""
     from harness.pipeline.planning import train_progress
     from trainers.loop import train
 
     t0 = time.perf_counter()
     console.print(f"  training {label} ({len(examples)} examples)")
-    train(config, examples, progress=train_progress(label))
+    if launch is not None:
+        from trainers.launch import launch_training
+
+        launch_training(config, examples, launch)
+    else:
+        train(config, examples, progress=train_progress(label))
     return JobTiming(f"train {label}", round(time.perf_counter() - t0, 2), label)
 
 

@@ -306,7 +306,7 @@ def train_and_evaluate(
                 prompt_overrides=cfg.prompts or None,
                 **settings,
             )
-            pending[pool.submit(train_job, config, examples, entry.label)] = entry
+            pending[pool.submit(train_job, config, examples, entry.label, cfg.launch_options())] = entry
     for future in as_completed(pending):
         entry = pending[future]
         jobs.append(future.result())
