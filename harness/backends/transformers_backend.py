@@ -49,6 +49,27 @@ def resolve_model_source(model: str, adapter: str | None) -> tuple[str, str | No
     return named(model), adapter
 
 
+def _completion(
+    request: GenerationRequest,
+    prompt: str,
+    prompt_ids: Sequence[int],
+    ids: Sequence[int],
+    text: str,
+    reason: str,
+    seconds: float,
+) -> Completion:
+    """One request's Completion; both generation loops report the same fields."""
+    return Completion(
+        key=request.key,
+        prompt=prompt,
+        text=text,
+        finish_reason=reason,
+        prompt_tokens=len(prompt_ids),
+        completion_tokens=len(ids),
+        seconds=round(seconds, 4),
+    )
+
+
 @register_backend("transformers")
 class TransformersBackend(Backend):
     def __init__(
@@ -194,15 +215,7 @@ class TransformersBackend(Backend):
             )
             per = (time.perf_counter() - t0) / len(batch)
             for i, (ids, text, reason) in zip(batch, outs, strict=True):
-                results[i] = Completion(
-                    key=requests[i].key,
-                    prompt=prompts[i],
-                    text=text,
-                    finish_reason=reason,
-                    prompt_tokens=len(encoded[i]),
-                    completion_tokens=len(ids),
-                    seconds=round(per, 4),
-                )
+                results[i] = _completion(requests[i], prompts[i], encoded[i], ids, text, reason, per)
             if progress:
                 progress(len(batch))
         return [r for r in results if r is not None]
@@ -256,15 +269,7 @@ class TransformersBackend(Backend):
         results: list[Completion | None] = [None] * len(requests)
         for i, ids in zip(order, rows, strict=True):
             ids, text, reason = self._finish(ids, sampling)
-            results[i] = Completion(
-                key=requests[i].key,
-                prompt=prompts[i],
-                text=text,
-                finish_reason=reason,
-                prompt_tokens=len(encoded[i]),
-                completion_tokens=len(ids),
-                seconds=round(per, 4),
-            )
+            results[i] = _completion(requests[i], prompts[i], encoded[i], ids, text, reason, per)
         return [r for r in results if r is not None]
 
     def _generate_batch(
