@@ -26,6 +26,7 @@ def students_table(run: RunData, n_boot: int | None = None) -> Table | None:
     )
     for method in run.methods:
         matrices = {t: run.student_matrix(method, t) for t in tasks}
+        samples_per_item = {t: run.task_view(method, t).n for t in tasks}
         count = run.student_count(method)
         for student in range(count):
             cells: dict[str, Cell] = {}
@@ -34,8 +35,9 @@ def students_table(run: RunData, n_boot: int | None = None) -> Table | None:
                 if not scores:
                     continue
                 low, high = bootstrap_ci(scores, n_boot=n_boot, seed=student)
-                view = run.task_view(method, task)
-                cells[task] = Cell(sum(scores) / len(scores), low, high, n=view.n, items=len(scores))
+                cells[task] = Cell(
+                    sum(scores) / len(scores), low, high, n=samples_per_item[task], items=len(scores)
+                )
             table.rows.append((f"{method_display(method)} · student {student}", cells))
     table.notes = [
         f"Each base student is pretrained from its own init seed (0 … {max(run.students.values())}) and "
