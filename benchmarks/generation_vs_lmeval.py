@@ -2,6 +2,7 @@
 
     python benchmarks/generation_vs_lmeval.py [--task math500|ifeval] [--prompts 32] [--new 256]
         [--batch-size 32] [--rounds 2] [--threads N] [--model smollm2-135m-instruct] [--opt KEY=VALUE ...]
+        [--sides ours,lmeval,lmeval-gqa,ours-int8]
 
 Both sides get the same chat-templated prompts (rendered once, by our backend's renderer), the same batch size
 and the same budget of new tokens, greedy, in fp32. Every run is its own process, in the order
@@ -10,6 +11,15 @@ from the request list to the texts (model load excluded), the tokens it produced
 prefill and decoding time, and its peak RSS. A torch.matmul microbenchmark, also in its own process before
 and after the rounds, measures what this CPU does at the model's matrix shapes; decoding throughput is
 reported as a fraction of it. `--opt quantize=int8` passes backend options to our side only.
+
+The sides:
+- `ours`: our transformers backend (on CPU, the engine of harness/backends/llama_engine.py).
+- `ours-int8`: the same with `quantize=int8` (dynamic int8 linear layers; changes the floats).
+- `lmeval`: lm-eval's HFLM as installed.
+- `lmeval-gqa`: HFLM in a process where our CPU grouped-query-attention fix
+  (harness/backends/cpu_attention.py) is switched on. The fix patches transformers process-wide, so any
+  peer measured in a process that has loaded our backend gets it; this side is that peer, made explicit.
+Ratios are given for every ours-side against every lm-eval side.
 """
 
 from __future__ import annotations
@@ -45,6 +55,9 @@ def prompts_for(args: argparse.Namespace) -> tuple[str, list[Any]]:
     return model, [task.messages(it, PromptTemplates()) for it in items]
 
 
+SIDES = ("ours", "ours-int8", "lmeval", "lmeval-gqa")
+
+
 class Clock:
     """Times a model's forward passes: multi-token inputs are prefill, one-token inputs decoding."""
 
@@ -67,13 +80,15 @@ class Clock:
         model.forward = timed
 
 
-def run_ours(args: argparse.Namespace, model: str, messages: list[Any]) -> dict[str, Any]:
+def run_ours(args: argparse.Namespace, model: str, messages: list[Any], int8: bool = False) -> dict[str, Any]:
     import torch
 
     from harness.backends.base import make_backend
     from harness.types import GenerationRequest, SamplingParams
 
     opts = dict(kv.split("=", 1) for kv in args.opt)
+    if int8:
+        opts["quantize"] = "int8"
     backend = make_backend("transformers", model=model, batch_size=args.batch_size, **opts)
     reqs = [GenerationRequest(str(i), m) for i, m in enumerate(messages)]
     backend.generate(reqs[:1], SamplingParams(max_new_tokens=4))  # warm-up: kernels, allocator
@@ -108,7 +123,9 @@ def run_ours(args: argparse.Namespace, model: str, messages: list[Any]) -> dict[
     }
 
 
-def run_lmeval(args: argparse.Namespace, model: str, messages: list[Any]) -> dict[str, Any]:
+def run_lmeval(
+    args: argparse.Namespace, model: str, messages: list[Any], gqa: bool = False
+) -> dict[str, Any]:
     import torch
     from lm_eval.api.instance import Instance
     from lm_eval.models.huggingface import HFLM
@@ -117,6 +134,10 @@ def run_lmeval(args: argparse.Namespace, model: str, messages: list[Any]) -> dic
     from harness.chat import render_prompt
     from harness.prompts import PromptTemplates
 
+    if gqa:
+        from harness.backends.cpu_attention import enable_masked_gqa_on_cpu
+
+        enable_masked_gqa_on_cpu()
     tok = AutoTokenizer.from_pretrained(model)
     contexts = [render_prompt(tok, m, PromptTemplates()) for m in messages]
     # Our backend tokenizes the rendered prompt without special tokens; so must lm-eval, or prompts differ.
@@ -199,13 +220,14 @@ def worker(args: argparse.Namespace) -> None:
         import torch
 
         torch.set_num_threads(args.threads)
-    run = {"ours": run_ours, "lmeval": run_lmeval}.get(args.worker)
-    if run is None:
+    if args.worker == "peak":
         from harness.backends.transformers_backend import resolve_model_source
 
         result = matmul_peak(args, resolve_model_source(args.model, None)[0])
+    elif args.worker.startswith("ours"):
+        result = run_ours(args, *prompts_for(args), int8=args.worker == "ours-int8")
     else:
-        result = run(args, *prompts_for(args))
+        result = run_lmeval(args, *prompts_for(args), gqa=args.worker == "lmeval-gqa")
     result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     Path(args.result).write_text(json.dumps(result))
 
@@ -238,27 +260,40 @@ def report(args: argparse.Namespace, peaks: list[dict[str, Any]], runs: dict[str
             fraction = decode_rate * peak["flops_per_token"] / 1e9 / peak["model_shapes_gflops"]
             rates.setdefault(side, []).append(rate)
             print(
-                f"{side:7s} round {k + 1}: {tokens} tokens in {r['seconds']:.1f} s = {rate:.1f} tok/s "
+                f"{side:10s} round {k + 1}: {tokens} tokens in {r['seconds']:.1f} s = {rate:.1f} tok/s "
                 f"(prefill {r['prefill']:.1f} s, decoding {r['decode']:.1f} s over {r['steps']} steps = "
                 f"{decode_rate:.1f} tok/s = {fraction:.0%} of the matmul peak); peak RSS "
                 f"{r['peak_rss_mib']:.0f} MiB"
             )
-    ratios = [o / p for o, p in zip(rates["ours"], rates["lmeval"], strict=True)]
-    print(f"ratio ours/lm-eval per round: {', '.join(f'{x:.2f}' for x in ratios)}")
-    ours, peer = runs["ours"][0], runs["lmeval"][0]
-    same = [a == b for a, b in zip(ours["texts"], peer["texts"], strict=True)]
-    print(f"greedy outputs identical to lm-eval's: {sum(same)}/{len(same)}")
+    ours_sides = [side for side in runs if side.startswith("ours")]
+    peers = [side for side in runs if side.startswith("lmeval")]
+    for mine in ours_sides:
+        for peer in peers:
+            ratios = [o / p for o, p in zip(rates[mine], rates[peer], strict=True)]
+            print(f"ratio {mine}/{peer} per round: {', '.join(f'{x:.2f}' for x in ratios)}")
+    reference = peers[0] if peers else ours_sides[0]
+    for side in runs:
+        if side != reference:
+            compare(runs[side][0], runs[reference][0], side, reference)
+    for side, results in runs.items():
+        repeat = all(r["texts"] == results[0]["texts"] for r in results)
+        print(f"{side} outputs identical across rounds: {repeat}")
+    if "ours" in runs:
+        print(f"engine: {runs['ours'][0].get('engine')}")
+
+
+def compare(mine: dict[str, Any], peer: dict[str, Any], side: str, reference: str) -> None:
+    same = [a == b for a, b in zip(mine["texts"], peer["texts"], strict=True)]
+    print(f"greedy outputs of {side} identical to {reference}'s: {sum(same)}/{len(same)}")
     for i, ok in enumerate(same):
         if not ok:
-            a, b = ours["texts"][i], peer["texts"][i]
+            a, b = mine["texts"][i], peer["texts"][i]
             at = first_difference(a, b)
             print(
                 f"  prompt {i}: first difference at character {at} of {len(a)}/{len(b)} "
-                f"(tokens {ours['tokens'][i]}/{peer['tokens'][i]}): "
+                f"(tokens {mine['tokens'][i]}/{peer['tokens'][i]}): "
                 f"{a[at : at + 30]!r} vs {b[at : at + 30]!r}"
             )
-    repeat = all(r["texts"] == runs["ours"][0]["texts"] for r in runs["ours"])
-    print(f"our outputs identical across rounds: {repeat}; engine: {runs['ours'][0].get('engine')}")
 
 
 def main() -> None:
@@ -272,6 +307,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch threads per side (default: torch's)")
     ap.add_argument("--data-dir", default=None, help="default: $CGD_BENCH_DATA, else ../shared/data")
     ap.add_argument("--opt", action="append", default=[], help="backend option for our side, KEY=VALUE")
+    ap.add_argument(
+        "--sides", default="ours,lmeval,lmeval-gqa", help=f"comma-separated, of {','.join(SIDES)}"
+    )
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--result", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -280,13 +318,16 @@ def main() -> None:
     if args.worker:
         worker(args)
         return
+    sides = args.sides.split(",")
+    if not sides or any(side not in SIDES for side in sides):
+        ap.error(f"--sides {args.sides!r}: each of {', '.join(SIDES)}")
     with open("/proc/loadavg") as f:
         print(f"load average at start: {' '.join(f.read().split()[:3])}; {os.cpu_count()} CPUs", flush=True)
-    runs: dict[str, list] = {"ours": [], "lmeval": []}
+    runs: dict[str, list] = {side: [] for side in sides}
     with tempfile.TemporaryDirectory() as tmp:
         peaks = [spawn(args, "peak", tmp, 0)]
         for k in range(args.rounds):
-            for side in ("ours", "lmeval"):
+            for side in sides:
                 runs[side].append(spawn(args, side, tmp, k))
                 r = runs[side][-1]
                 print(f"{side} round {k + 1}: {sum(r['tokens']) / r['seconds']:.1f} tok/s", flush=True)
