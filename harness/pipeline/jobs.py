@@ -35,10 +35,27 @@ class InlineExecutor(Executor):
         return future
 
 
-def _init_worker(threads: int) -> None:
+# How often a worker checks that the process that started it is alive.
+PARENT_POLL_S = 1.0
+
+
+def _exit_with_parent(parent: int) -> None:
+    """A worker whose run was killed (kill -9 leaves no chance to shut the pool down) must not go on
+    training or generating for nobody: once it is re-parented, it exits. The killed run resumes from its
+    store, so the job's unfinished work is not lost, only redone."""
+    while True:
+        time.sleep(PARENT_POLL_S)
+        if os.getppid() != parent:
+            os._exit(1)
+
+
+def _init_worker(threads: int, parent: int) -> None:
+    import threading
+
     import torch
 
     torch.set_num_threads(threads)
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True, name="parent-watch").start()
 
 
 def make_executor(workers: int) -> Executor:
@@ -51,7 +68,7 @@ def make_executor(workers: int) -> Executor:
         max_workers=workers,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=_init_worker,
-        initargs=(torch.get_num_threads(),),
+        initargs=(torch.get_num_threads(), os.getpid()),
     )
 
 
