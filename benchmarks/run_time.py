@@ -61,7 +61,10 @@ def main() -> None:
     for job, seconds in jobs.items():
         print(f"  job {job:<40} {seconds:8.1f}s")
     stages = sum(timings.values())
-    print(f"{'total (process)':<44} {total:8.1f}s  (stages {stages:.1f}s, the rest is start-up)")
+    print(
+        f"{'total (process)':<44} {total:8.1f}s  (stages {stages:.1f}s; the rest is start-up, the base "
+        "model's evaluation when the run makes one, and the report)"
+    )
     if jobs:
         wall = timings.get("training and evaluation", 0.0)
         print(f"job seconds {sum(jobs.values()):.1f} in {wall:.1f}s of wall on {workers} worker(s)")
