@@ -1,7 +1,7 @@
 """Greedy generation: our transformers backend against lm-eval's `hf` backend (HFLM.generate_until).
 
     python benchmarks/generation_vs_lmeval.py [--task math500|ifeval] [--prompts 32] [--new 256]
-        [--batch-size 32] [--rounds 2] [--threads N] [--model smollm2-135m-instruct] [--opt KEY=VALUE ...]
+        [--batch-size 32] [--rounds 1] [--threads N] [--model smollm2-135m-instruct] [--opt KEY=VALUE ...]
         [--sides ours,lmeval,lmeval-gqa,ours-int8]
 
 Both sides get the same chat-templated prompts (rendered once, by our backend's renderer), the same batch size
@@ -303,7 +303,7 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=32)
     ap.add_argument("--new", type=int, default=None, help="new tokens (math500: 256, ifeval: 512)")
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=1, help="interleaved rounds (2+ on a shared machine)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads per side (default: torch's)")
     ap.add_argument("--data-dir", default=None, help="default: $CGD_BENCH_DATA, else ../shared/data")
     ap.add_argument("--opt", action="append", default=[], help="backend option for our side, KEY=VALUE")
